@@ -1,0 +1,90 @@
+package actions
+
+import (
+	"context"
+	"os"
+	"strings"
+
+	"regflow/engine"
+)
+
+// Exec runs a site command from an argument list, never through a shell,
+// under the step's timeout. Each rendered argument is one argument, so a
+// value from a message can never become a second word or an option of
+// its own choosing beyond the slot it was given.
+var Exec = &engine.ActionSpec{
+	Name:    "exec",
+	Summary: "Run a site command from an argument list (no shell) under the step's timeout.",
+	Attrs: []engine.AttrSpec{
+		{Name: "command", Kind: engine.AttrTemplates, Required: true,
+			Doc:     "The program (a fixed path or name) and its arguments, each a template.",
+			Example: `command = ["/usr/local/sbin/mkaccount", "--uid", "{{ msg.uid }}", "--", "{{ msg.username }}"]`},
+		{Name: "env", Kind: engine.AttrTemplateMap, Doc: "Environment variables added to regflow's own."},
+		{Name: "dir", Kind: engine.AttrString, Default: "the working directory", Doc: "Directory to run in."},
+		{Name: "output", Kind: engine.AttrString,
+			Doc: "Field that receives the command's standard output, trimmed."},
+	},
+	Adds: func(c *engine.StepConfig) engine.Schema {
+		if f := c.String("output", ""); f != "" {
+			return engine.Schema{f: engine.TypeString}
+		}
+		return nil
+	},
+	New: newExec,
+}
+
+type execAction struct {
+	argv   []*engine.Template
+	env    []engine.NamedTemplate
+	dir    string
+	output string
+}
+
+func newExec(c *engine.StepConfig) (engine.Action, error) {
+	e := &execAction{argv: c.Templates("command"), env: c.TemplateMap("env"), dir: c.String("dir", ""),
+		output: c.String("output", "")}
+	if len(e.argv) == 0 {
+		return nil, c.Errorf("command", "Empty command", "command needs at least the program to run.")
+	}
+	if !e.argv[0].IsConst() || e.argv[0].Source == "" {
+		return nil, c.Errorf("command", "Program must be fixed",
+			"The first element of command is the program and must be a plain string; "+
+				"a message must never choose what runs.")
+	}
+	return e, nil
+}
+
+func (e *execAction) Run(ctx context.Context, c *engine.Call) error {
+	argv, err := c.RenderAll(e.argv)
+	if err != nil {
+		return err
+	}
+	env := os.Environ()
+	for _, kv := range e.env {
+		v, err := c.Render(kv.Template)
+		if err != nil {
+			return err
+		}
+		env = append(env, kv.Name+"="+v)
+	}
+	dir := ""
+	if e.dir != "" {
+		dir = c.Svc.Path(e.dir)
+	}
+	if c.Svc.Sandbox {
+		c.Notef("not run in the sandbox: %s", strings.Join(argv, " "))
+		if e.output != "" {
+			c.Set(e.output, "")
+		}
+		return nil
+	}
+	out, err := c.Svc.Commands.Run(ctx, argv, env, dir)
+	if err != nil {
+		return err
+	}
+	if e.output != "" {
+		c.Set(e.output, strings.TrimSpace(string(out)))
+	}
+	c.Notef("ran %s", argv[0])
+	return nil
+}

@@ -1,0 +1,333 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Engine consumes every pipeline's queue on a RabbitMQ broker and runs the
+// chains. It acknowledges a delivery only after the chain finished and
+// everything it published was confirmed; it reconnects with backoff when
+// the connection drops, declaring its topology again.
+type Engine struct {
+	cfg    *Config
+	url    string
+	runner *Runner
+	log    *slog.Logger
+
+	// DrainTimeout bounds how long a shutdown waits for messages in
+	// flight; those still running after it are left for redelivery.
+	DrainTimeout time.Duration
+
+	pub      sessionPublisher
+	ready    atomic.Bool
+	inFlight atomic.Int64
+	catchAll map[string]bool // pipelines bound to "#" alone
+}
+
+// NewEngine returns an engine for cfg on the broker at url. svc supplies
+// store, mailer and command runner; its Publisher is set by the engine.
+func NewEngine(cfg *Config, url string, svc *Services) *Engine {
+	e := &Engine{cfg: cfg, url: url, DrainTimeout: 30 * time.Second, catchAll: map[string]bool{}}
+	svc.Publisher = &e.pub
+	e.runner = NewRunner(cfg, svc)
+	e.log = svc.Logger
+	for _, p := range cfg.Pipelines {
+		all := true
+		for _, pat := range p.On {
+			all = all && pat == "#"
+		}
+		e.catchAll[p.Name] = all
+	}
+	return e
+}
+
+// Runner returns the engine's chain runner.
+func (e *Engine) Runner() *Runner { return e.runner }
+
+// Ready reports whether the engine is connected and consuming.
+func (e *Engine) Ready() bool { return e.ready.Load() }
+
+// sessionPublisher forwards to the publisher of the current connection.
+type sessionPublisher struct {
+	cur atomic.Pointer[BrokerPublisher]
+}
+
+func (s *sessionPublisher) Publish(ctx context.Context, m *Outgoing) error {
+	p := s.cur.Load()
+	if p == nil {
+		return Unavailable(errors.New("publish: not connected to the broker"))
+	}
+	return p.Publish(ctx, m)
+}
+
+// Run consumes until ctx is cancelled, then stops consuming, lets the
+// messages in flight finish (up to DrainTimeout) and returns nil. It
+// returns an error only for a problem no reconnection can mend, such as a
+// queue that exists with other arguments or refused credentials.
+func (e *Engine) Run(ctx context.Context) error {
+	delay := 500 * time.Millisecond
+	for {
+		started := time.Now()
+		err := e.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrPermanent) {
+			return err
+		}
+		if time.Since(started) > time.Minute {
+			delay = 500 * time.Millisecond
+		}
+		e.log.Warn("broker connection lost; reconnecting", "error", err.Error(),
+			"retry_in", delay.String())
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return nil
+		}
+		if delay *= 2; delay > 30*time.Second {
+			delay = 30 * time.Second
+		}
+	}
+}
+
+type consumer struct {
+	p   *Pipeline
+	ch  *amqp.Channel
+	tag string
+}
+
+// session runs one connection from dial to loss or shutdown.
+func (e *Engine) session(ctx context.Context) error {
+	conn, err := Dial(e.url, "run")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := DeclareTopology(conn, e.cfg); err != nil {
+		return err
+	}
+	pub := NewBrokerPublisher(conn, e.log)
+	e.pub.cur.Store(pub)
+	defer func() {
+		e.pub.cur.CompareAndSwap(pub, nil)
+		pub.Close()
+	}()
+	connClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
+
+	// Handlers run on workCtx, which outlives ctx: a shutdown lets them
+	// finish. It is cancelled when the connection is lost, since nothing
+	// they do could be acknowledged any more.
+	workCtx, cancelWork := context.WithCancel(context.Background())
+	defer cancelWork()
+	var loops, handlers sync.WaitGroup
+	lost := make(chan error, len(e.cfg.Pipelines))
+	host, _ := os.Hostname()
+
+	var consumers []consumer
+	for _, p := range e.cfg.Pipelines {
+		ch, err := conn.Channel()
+		if err != nil {
+			return brokerErr("open channel", err)
+		}
+		if err := ch.Qos(p.Prefetch, 0, false); err != nil {
+			return brokerErr("set prefetch", err)
+		}
+		tag := fmt.Sprintf("regflow-%s-%d-%s", host, os.Getpid(), p.Name)
+		deliveries, err := ch.ConsumeWithContext(workCtx, p.Queue, tag, false, false, false, false, nil)
+		if err != nil {
+			return brokerErr("consume "+p.Queue, err)
+		}
+		chClosed := ch.NotifyClose(make(chan *amqp.Error, 1))
+		consumers = append(consumers, consumer{p: p, ch: ch, tag: tag})
+		loops.Add(1)
+		go func(p *Pipeline, ch *amqp.Channel) {
+			defer loops.Done()
+			for d := range deliveries {
+				handlers.Add(1)
+				e.inFlight.Add(1)
+				go func(d amqp.Delivery) {
+					defer handlers.Done()
+					defer e.inFlight.Add(-1)
+					e.handle(workCtx, p, d)
+				}(d)
+			}
+			select {
+			case err := <-chClosed:
+				if err != nil {
+					lost <- fmt.Errorf("channel of pipeline %s closed: %s", p.Name, err.Reason)
+				}
+			default:
+			}
+		}(p, ch)
+	}
+	e.ready.Store(true)
+	defer e.ready.Store(false)
+	e.log.Info("consuming", "pipelines", len(consumers), "exchange", e.cfg.Broker.Exchange,
+		"broker", RedactURL(e.url))
+
+	select {
+	case <-ctx.Done():
+		e.ready.Store(false)
+		e.log.Info("draining", "in_flight", e.inFlight.Load())
+		for _, c := range consumers {
+			if err := c.ch.Cancel(c.tag, false); err != nil {
+				e.log.Warn("cancel consumer", "pipeline", c.p.Name, "error", err.Error())
+			}
+		}
+		loops.Wait()
+		done := make(chan struct{})
+		go func() { handlers.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(e.DrainTimeout):
+			e.log.Warn("drain timed out; unfinished messages will be redelivered",
+				"in_flight", e.inFlight.Load())
+			cancelWork()
+			<-done
+		}
+		for _, c := range consumers {
+			c.ch.Close()
+		}
+		e.log.Info("stopped")
+		return nil
+	case amqpErr := <-connClosed:
+		cancelWork()
+		handlers.Wait()
+		if amqpErr == nil {
+			return Unavailable(errors.New("connection closed"))
+		}
+		return Unavailable(fmt.Errorf("connection closed: %s", amqpErr.Reason))
+	case err := <-lost:
+		cancelWork()
+		handlers.Wait()
+		return Unavailable(err)
+	}
+}
+
+// handle runs one delivery and settles it.
+func (e *Engine) handle(ctx context.Context, p *Pipeline, d amqp.Delivery) {
+	log := e.log.With("pipeline", p.Name, "routing_key", d.RoutingKey)
+	if d.Redelivered {
+		log.Warn("redelivered message; finished steps replay from the journal", "message_id", d.MessageId)
+	}
+	if e.catchAll[p.Name] {
+		e.warnUnconsumed(p, d.RoutingKey)
+	}
+	res, err := e.runner.Handle(ctx, p, &Delivery{
+		RoutingKey: d.RoutingKey, MessageID: d.MessageId, Correlation: d.CorrelationId, Body: d.Body,
+		Redelivered: d.Redelivered})
+	log = log.With("message_id", res.MessageID)
+	if username, ok := res.Msg["username"].(string); ok {
+		log = log.With("username", username)
+	}
+	if err != nil {
+		e.release(ctx, log, d, err)
+		return
+	}
+	switch {
+	case res.DeadLetter != "":
+		if err := e.deadLetter(ctx, p, d, res); err != nil {
+			e.release(ctx, log, d, err)
+			return
+		}
+		log.Error("message dead-lettered", "reason", res.DeadLetter, "queue", e.cfg.Broker.QueuePrefix+e.cfg.Broker.DeadLetter)
+	case res.Failed:
+		log.Info("chain failed", "errmsg", strings.Join(res.Errmsg(), "; "))
+	}
+	if err := d.Ack(false); err != nil {
+		log.Warn("ack failed; the message will be redelivered and replayed from the journal", "error", err.Error())
+	}
+}
+
+// release gives a delivery back to the broker after an infrastructure
+// failure. While the channel lives, it is requeued after a pause, so a
+// failing store is not hammered; when the channel is gone the broker
+// requeues it by itself.
+func (e *Engine) release(ctx context.Context, log *slog.Logger, d amqp.Delivery, err error) {
+	log.Warn("message left for redelivery", "error", err.Error())
+	if ctx.Err() != nil {
+		return
+	}
+	select {
+	case <-time.After(time.Second):
+	case <-ctx.Done():
+		return
+	}
+	if nerr := d.Nack(false, true); nerr != nil {
+		log.Warn("requeue failed", "error", nerr.Error())
+	}
+}
+
+// Dead-letter headers, so that `regflow dead list` and operators can tell
+// where a message came from and why it stopped.
+const (
+	HeaderPipeline   = "x-regflow-pipeline"
+	HeaderStep       = "x-regflow-step"
+	HeaderReason     = "x-regflow-reason"
+	HeaderRoutingKey = "x-regflow-routing-key"
+	HeaderQueue      = "x-regflow-queue"
+	HeaderTime       = "x-regflow-time"
+)
+
+func (e *Engine) deadLetter(ctx context.Context, p *Pipeline, d amqp.Delivery, res *Result) error {
+	step := ""
+	for _, s := range res.Steps {
+		if s.Status == StepFailed {
+			step = s.Step
+		}
+	}
+	out := &Outgoing{
+		Exchange:   e.cfg.Broker.DeadLetter,
+		RoutingKey: d.RoutingKey,
+		MessageID:  res.MessageID,
+		Body:       d.Body,
+		Headers: map[string]any{
+			HeaderPipeline:   p.Name,
+			HeaderStep:       step,
+			HeaderReason:     res.DeadLetter,
+			HeaderRoutingKey: d.RoutingKey,
+			HeaderQueue:      p.Queue,
+			HeaderTime:       time.Now().UTC().Format(time.RFC3339),
+		},
+	}
+	return e.pub.Publish(ctx, out)
+}
+
+// warnUnconsumed warns when a key reached only catch-all pipelines but
+// looks meant for another: "request.ana.lima" when a pipeline binds
+// "request.*" (the username's dot was not encoded).
+func (e *Engine) warnUnconsumed(p *Pipeline, key string) {
+	var near []string
+	first := strings.SplitN(key, ".", 2)[0]
+	for _, q := range e.cfg.Pipelines {
+		if e.catchAll[q.Name] {
+			if q.Matches(key) && q.Name < p.Name {
+				return // another catch-all pipeline warns
+			}
+			continue
+		}
+		if q.Matches(key) {
+			return
+		}
+		for _, pat := range q.On {
+			if strings.SplitN(pat, ".", 2)[0] == first {
+				near = append(near, fmt.Sprintf("%s binds %s", q.Name, pat))
+			}
+		}
+	}
+	if len(near) > 0 {
+		e.log.Warn("no pipeline consumed this message; a dot in a name must be sent as %2E",
+			"routing_key", key, "near", strings.Join(near, ", "))
+	}
+}

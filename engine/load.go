@@ -1,0 +1,769 @@
+package engine
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/function"
+)
+
+// ConfigFiles expands paths into the .hcl files to load: a directory
+// contributes its *.hcl files (not *_test.hcl, which hold pipeline tests),
+// a file itself. The result is sorted so diagnostics come in a stable order.
+func ConfigFiles(paths []string) ([]string, error) {
+	var files []string
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		if !st.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		matches, err := filepath.Glob(filepath.Join(p, "*.hcl"))
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range matches {
+			if !strings.HasSuffix(m, "_test.hcl") {
+				files = append(files, m)
+			}
+		}
+	}
+	sort.Strings(files)
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no .hcl files in %s", strings.Join(paths, ", "))
+	}
+	return files, nil
+}
+
+// Sources are the parsed files of a configuration, by name, for printing
+// diagnostics with their source lines.
+type Sources = map[string]*hcl.File
+
+// Load parses and checks the configuration in paths. It reports every
+// problem it finds across all files; the Config is nil when there is any
+// error, so nothing is ever half-loaded. Warnings come with a Config. The
+// sources are returned either way.
+func Load(paths []string, reg *Registry) (*Config, Sources, hcl.Diagnostics) {
+	files, err := ConfigFiles(paths)
+	if err != nil {
+		return nil, nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read configuration",
+			Detail: upperFirst(err.Error()) + "."}}
+	}
+	l := &loader{reg: reg, parser: hclparse.NewParser()}
+	cfg, diags := l.load(files)
+	return cfg, l.parser.Files(), diags
+}
+
+type loader struct {
+	reg    *Registry
+	parser *hclparse.Parser
+	cfg    *Config
+	diags  hcl.Diagnostics
+
+	firstBlock map[string]hcl.Range // singleton blocks seen, by type
+}
+
+type fileBody struct {
+	name string
+	body *hclsyntax.Body
+	dec  *decoder
+}
+
+func (l *loader) errorf(rng hcl.Range, summary, format string, args ...any) {
+	l.diags = append(l.diags, diag(rng, summary, fmt.Sprintf(format, args...)))
+}
+
+var topBlocks = []string{"broker", "store", "mail", "message", "pipeline"}
+
+func (l *loader) load(files []string) (*Config, hcl.Diagnostics) {
+	l.cfg = &Config{
+		Broker: BrokerConfig{URL: DefaultAMQPURL, Exchange: DefaultExchange, Prefetch: DefaultPrefetch,
+			MaxBody: DefaultMaxBody},
+		Store:   StoreConfig{Path: DefaultStorePath},
+		Mail:    MailConfig{Outbox: DefaultOutbox, From: DefaultFrom},
+		Message: Schema{},
+	}
+	l.firstBlock = map[string]hcl.Range{}
+
+	var bodies []fileBody
+	for _, name := range files {
+		f, diags := l.parser.ParseHCLFile(name)
+		l.diags = append(l.diags, diags...)
+		if f == nil {
+			continue
+		}
+		body, ok := f.Body.(*hclsyntax.Body)
+		if !ok {
+			continue
+		}
+		bodies = append(bodies, fileBody{name: name, body: body, dec: &decoder{ctx: evalContext(name), src: f.Bytes}})
+	}
+
+	// Phase 1: the configuration blocks, which pipelines depend on.
+	for _, fb := range bodies {
+		for name, a := range fb.body.Attributes {
+			l.errorf(a.NameRange, "Unexpected argument",
+				"The argument %q cannot stand at the top level; put it inside a block such as broker or pipeline.", name)
+		}
+		for _, b := range fb.body.Blocks {
+			switch b.Type {
+			case "broker", "store", "mail", "message":
+				if !l.singleton(b) {
+					continue
+				}
+				l.decodeConfigBlock(fb.dec, b)
+			case "pipeline":
+			default:
+				detail := fmt.Sprintf("Blocks of type %q are not expected here.", b.Type)
+				if s := Suggest(b.Type, topBlocks); s != "" {
+					detail += fmt.Sprintf(" Did you mean %q?", s)
+				} else if _, ok := l.reg.Lookup(b.Type); ok {
+					detail += " Steps belong inside a pipeline block."
+				}
+				l.errorf(b.TypeRange, "Unsupported block type", "%s", detail)
+			}
+		}
+	}
+	l.finishSchema()
+
+	// Phase 2: pipelines.
+	seen := map[string]hcl.Range{}
+	for _, fb := range bodies {
+		for _, b := range fb.body.Blocks {
+			if b.Type != "pipeline" {
+				continue
+			}
+			if len(b.Labels) != 1 {
+				l.errorf(b.TypeRange, "Missing pipeline name",
+					"A pipeline block needs exactly one name, as in pipeline \"provision\" { … }.")
+				continue
+			}
+			name := b.Labels[0]
+			if first, dup := seen[name]; dup {
+				l.errorf(b.LabelRanges[0], "Duplicate pipeline",
+					"A pipeline named %q was already defined at %s. Pipeline names become queue names and must be unique.",
+					name, first)
+				continue
+			}
+			seen[name] = b.LabelRanges[0]
+			if p := l.decodePipeline(fb.dec, b); p != nil {
+				l.cfg.Pipelines = append(l.cfg.Pipelines, p)
+			}
+		}
+	}
+	l.checkQueues()
+	sortDiags(l.diags)
+
+	if l.diags.HasErrors() {
+		return nil, l.diags
+	}
+	return l.cfg, l.diags
+}
+
+// singleton reports whether b is the first block of its type, and reports
+// a duplicate otherwise.
+func (l *loader) singleton(b *hclsyntax.Block) bool {
+	if first, dup := l.firstBlock[b.Type]; dup {
+		l.errorf(b.TypeRange, "Duplicate "+b.Type+" block",
+			"A %s block was already defined at %s. Merge the two; there can be only one.", b.Type, first)
+		return false
+	}
+	l.firstBlock[b.Type] = b.TypeRange
+	if len(b.Labels) > 0 {
+		l.errorf(b.LabelRanges[0], "Unexpected label", "A %s block has no name; remove %q.", b.Type, b.Labels[0])
+	}
+	return true
+}
+
+// checkBody reports attributes and blocks of body that are not in attrs
+// or blocks, with the nearest valid name, and returns the attributes.
+func (l *loader) checkBody(body *hclsyntax.Body, attrs []AttrSpec, blocks []string) {
+	names := make([]string, 0, len(attrs))
+	for _, a := range attrs {
+		names = append(names, a.Name)
+	}
+	for _, name := range sortedKeys(body.Attributes) {
+		a := body.Attributes[name]
+		if contains(names, name) {
+			continue
+		}
+		detail := fmt.Sprintf("An argument named %q is not expected here.", name)
+		if s := Suggest(name, names); s != "" {
+			detail += fmt.Sprintf(" Did you mean %q?", s)
+		} else if contains(blocks, name) {
+			detail += fmt.Sprintf(" %q is a block: write %s { … } without the equals sign.", name, name)
+		} else {
+			detail += " Valid arguments are " + quoteList(names) + "."
+		}
+		l.errorf(a.NameRange, "Unsupported argument", "%s", detail)
+	}
+	for _, a := range attrs {
+		if a.Required {
+			if _, ok := body.Attributes[a.Name]; !ok {
+				r := body.SrcRange
+				l.errorf(hcl.Range{Filename: r.Filename, Start: r.Start, End: r.Start}, "Missing required argument",
+					"The argument %q is required here. %s", a.Name, a.Doc)
+			}
+		}
+	}
+}
+
+func (l *loader) decodeConfigBlock(dec *decoder, b *hclsyntax.Block) {
+	c := l.cfg
+	var attrs []AttrSpec
+	switch b.Type {
+	case "broker":
+		attrs = brokerAttrs
+	case "store":
+		attrs = storeAttrs
+	case "mail":
+		attrs = mailAttrs
+	case "message":
+		l.decodeMessage(dec, b)
+		return
+	}
+	l.checkBody(b.Body, attrs, nil)
+	for _, spec := range attrs {
+		a, ok := b.Body.Attributes[spec.Name]
+		if !ok {
+			continue
+		}
+		v, diags := dec.decodeAttr(spec, a.AsHCLAttribute(), nil)
+		l.diags = append(l.diags, diags...)
+		if diags.HasErrors() {
+			continue
+		}
+		switch b.Type + "." + spec.Name {
+		case "broker.url":
+			c.Broker.URL = v.(string)
+		case "broker.exchange":
+			c.Broker.Exchange = v.(string)
+			if c.Broker.Exchange == "" {
+				l.errorf(a.Expr.Range(), "Empty exchange", "Name the topic exchange, such as \"RegUsr\".")
+			}
+		case "broker.prefetch":
+			c.Broker.Prefetch = v.(int)
+			if c.Broker.Prefetch < 1 || c.Broker.Prefetch > 65535 {
+				l.errorf(a.Expr.Range(), "Invalid prefetch", "prefetch must be between 1 and 65535.")
+			}
+		case "broker.queue_prefix":
+			c.Broker.QueuePrefix = v.(string)
+		case "broker.dead_letter":
+			c.Broker.DeadLetter = v.(string)
+		case "broker.max_body":
+			c.Broker.MaxBody = v.(int)
+			if c.Broker.MaxBody < 1024 {
+				l.errorf(a.Expr.Range(), "Invalid max_body", "max_body is in bytes and must be at least 1024.")
+			}
+		case "store.path":
+			c.Store.Path = v.(string)
+		case "mail.smtp":
+			c.Mail.SMTP = v.(string)
+			if c.Mail.SMTP != "" {
+				if _, err := ParseSMTPURL(c.Mail.SMTP); err != nil {
+					l.errorf(a.Expr.Range(), "Invalid SMTP URL", "%s.", upperFirst(err.Error()))
+				}
+			}
+		case "mail.outbox":
+			c.Mail.Outbox = v.(string)
+		case "mail.from":
+			c.Mail.From = v.(string)
+		}
+	}
+	if c.Broker.DeadLetter == "" {
+		c.Broker.DeadLetter = c.Broker.Exchange + ".dead"
+	}
+}
+
+// decodeMessage reads the message block: field = type.
+func (l *loader) decodeMessage(dec *decoder, b *hclsyntax.Block) {
+	for _, name := range sortedKeys(b.Body.Attributes) {
+		a := b.Body.Attributes[name]
+		t, diags := parseType(dec, a.Expr)
+		l.diags = append(l.diags, diags...)
+		if !diags.HasErrors() {
+			l.cfg.Message[name] = t
+		}
+	}
+	for _, blk := range b.Body.Blocks {
+		l.errorf(blk.TypeRange, "Unexpected block", "The message block holds only field = type lines, such as uid = integer.")
+	}
+}
+
+var typeNames = []string{"string", "number", "integer", "bool", "any", "object", "list"}
+
+// parseType reads a field type: string, number, integer, bool, any,
+// object, list(T) or integer(LOW, HIGH).
+func parseType(dec *decoder, e hclsyntax.Expression) (FieldType, hcl.Diagnostics) {
+	bad := func(detail string) (FieldType, hcl.Diagnostics) {
+		return TypeAny, hcl.Diagnostics{diag(e.Range(), "Invalid field type", detail+
+			" Types are string, number, integer, integer(LOW, HIGH), bool, list(TYPE), object and any.")}
+	}
+	if kw := hcl.ExprAsKeyword(e); kw != "" {
+		switch kw {
+		case "string":
+			return TypeString, nil
+		case "number":
+			return TypeNumber, nil
+		case "integer":
+			return TypeInteger, nil
+		case "bool":
+			return TypeBool, nil
+		case "any":
+			return TypeAny, nil
+		case "object":
+			return TypeObject, nil
+		case "list":
+			return ListOf(TypeAny), nil
+		}
+		if s := Suggest(kw, typeNames); s != "" {
+			return bad(fmt.Sprintf("There is no type %q. Did you mean %q?", kw, s))
+		}
+		return bad(fmt.Sprintf("There is no type %q.", kw))
+	}
+	call, diags := hcl.ExprCall(e)
+	if diags.HasErrors() {
+		return bad("Write a type name without quotes.")
+	}
+	switch call.Name {
+	case "list":
+		if len(call.Arguments) != 1 {
+			return bad("list takes one element type, as in list(string).")
+		}
+		inner, ok := call.Arguments[0].(hclsyntax.Expression)
+		if !ok {
+			return bad("list takes one element type, as in list(string).")
+		}
+		elem, diags := parseType(dec, inner)
+		return ListOf(elem), diags
+	case "integer":
+		if len(call.Arguments) != 2 {
+			return bad("integer(LOW, HIGH) takes two bounds.")
+		}
+		lo, d1 := dec.number(call.Arguments[0], "The low bound")
+		hi, d2 := dec.number(call.Arguments[1], "The high bound")
+		if d := append(d1, d2...); d.HasErrors() {
+			return TypeAny, d
+		}
+		if lo > hi {
+			return bad(fmt.Sprintf("The low bound %d is above the high bound %d.", lo, hi))
+		}
+		return IntegerIn(lo, hi), nil
+	}
+	return bad(fmt.Sprintf("There is no type constructor %q.", call.Name))
+}
+
+// finishSchema adds the fields the engine keeps on every message.
+func (l *loader) finishSchema() {
+	builtin := Schema{FieldErrmsg: TypeStringList, FieldSuccess: TypeBool}
+	for name, t := range builtin {
+		if declared, ok := l.cfg.Message[name]; ok && !t.AssignableTo(declared) {
+			r := l.firstBlock["message"]
+			l.errorf(r, "Conflicting field type",
+				"The engine keeps %s as %s on every message; the message block declares it %s. Remove the line.",
+				name, t, declared)
+		}
+		l.cfg.Message[name] = t
+	}
+}
+
+// checkQueues reports two pipelines sharing one queue.
+func (l *loader) checkQueues() {
+	byQueue := map[string]*Pipeline{}
+	for _, p := range l.cfg.Pipelines {
+		if first, dup := byQueue[p.Queue]; dup {
+			l.errorf(p.Range, "Duplicate queue",
+				"Pipelines %q and %q both use the queue %q (first at %s); each pipeline needs its own queue "+
+					"so that each gets its own copy of a message.", first.Name, p.Name, p.Queue, first.Range)
+			continue
+		}
+		byQueue[p.Queue] = p
+	}
+}
+
+func (l *loader) decodePipeline(dec *decoder, b *hclsyntax.Block) *Pipeline {
+	p := &Pipeline{
+		Name:         b.Labels[0],
+		Prefetch:     l.cfg.Broker.Prefetch,
+		CheckMessage: true,
+		Range:        hcl.RangeBetween(b.TypeRange, b.LabelRanges[0]),
+	}
+	p.Queue = l.cfg.Broker.QueuePrefix + p.Name
+	before := len(l.diags)
+	l.checkBody(b.Body, pipelineAttrs, nil)
+	for _, spec := range pipelineAttrs {
+		a, ok := b.Body.Attributes[spec.Name]
+		if !ok {
+			continue
+		}
+		v, diags := dec.decodeAttr(spec, a.AsHCLAttribute(), l.cfg.Message)
+		l.diags = append(l.diags, diags...)
+		if diags.HasErrors() {
+			continue
+		}
+		switch spec.Name {
+		case "when":
+			p.When = v.(*Program)
+		case "on":
+			p.On = v.([]string)
+			l.checkPatterns(a, p.On)
+		case "description":
+			p.Description = v.(string)
+		case "queue":
+			p.Queue = l.cfg.Broker.QueuePrefix + v.(string)
+		case "prefetch":
+			p.Prefetch = v.(int)
+		case "single_active_consumer":
+			p.SingleActiveConsumer = v.(bool)
+		case "check_message":
+			p.CheckMessage = v.(bool)
+		}
+	}
+
+	// Steps: every block except on_failure, in the order written.
+	var main, fail []*hclsyntax.Block
+	var failRange *hcl.Range
+	for _, blk := range b.Body.Blocks {
+		if blk.Type == "on_failure" {
+			if failRange != nil {
+				l.errorf(blk.TypeRange, "Duplicate on_failure block",
+					"This pipeline already has an on_failure block at %s; put all its steps there.", *failRange)
+				continue
+			}
+			if len(blk.Labels) > 0 {
+				l.errorf(blk.LabelRanges[0], "Unexpected label", "on_failure takes no name; remove %q.", blk.Labels[0])
+			}
+			failRange = &blk.TypeRange
+			for name, a := range blk.Body.Attributes {
+				l.errorf(a.NameRange, "Unexpected argument",
+					"on_failure holds steps only; %q belongs on a step inside it.", name)
+			}
+			fail = append(fail, blk.Body.Blocks...)
+			continue
+		}
+		main = append(main, blk)
+	}
+	if len(main) == 0 {
+		l.errorf(p.Range, "Pipeline has no steps", "Add at least one step, such as log_event \"log\" { }.")
+	}
+
+	// Fields added by a step are visible only after it.
+	adds := make([]Schema, len(main))
+	stepNames := map[string]hcl.Range{}
+	specs := make([]*ActionSpec, len(main))
+	for i, blk := range main {
+		specs[i] = l.stepSpec(blk)
+	}
+	// A first pass computes each step's adds from a schema with all fields,
+	// since Adds depends only on the step's own attributes.
+	all := l.cfg.Message.clone()
+	for i, blk := range main {
+		if specs[i] == nil || specs[i].Adds == nil {
+			continue
+		}
+		sc := l.stepConfigOnly(dec, p, blk, specs[i], all)
+		if sc != nil {
+			adds[i] = specs[i].Adds(sc)
+			for f, t := range adds[i] {
+				all[f] = t
+			}
+		}
+	}
+	for i, blk := range main {
+		if specs[i] == nil {
+			continue
+		}
+		// A field that this or a later step adds is not there yet, even
+		// when the message block declares it; fields added before are.
+		env := l.cfg.Message.clone()
+		for j := i; j < len(main); j++ {
+			for f := range adds[j] {
+				delete(env, f)
+			}
+		}
+		for j := 0; j < i; j++ {
+			for f, t := range adds[j] {
+				env[f] = t
+			}
+		}
+		if s := l.decodeStep(dec, p, blk, specs[i], env, stepNames); s != nil {
+			p.Steps = append(p.Steps, s)
+		}
+		l.checkAdds(blk, specs[i], adds[i])
+	}
+	for _, blk := range fail {
+		spec := l.stepSpec(blk)
+		if spec == nil {
+			continue
+		}
+		if s := l.decodeStep(dec, p, blk, spec, all, stepNames); s != nil {
+			p.OnFailure = append(p.OnFailure, s)
+		}
+	}
+	if len(l.diags) > before && l.diags[before:].HasErrors() {
+		return nil
+	}
+	return p
+}
+
+// checkAdds reports an action that sets a declared field to another type.
+func (l *loader) checkAdds(blk *hclsyntax.Block, spec *ActionSpec, adds Schema) {
+	for _, f := range sortedKeys(adds) {
+		declared, ok := l.cfg.Message[f]
+		if ok && !adds[f].AssignableTo(declared) {
+			l.errorf(blk.TypeRange, "Conflicting field type",
+				"%s sets %s to %s, but the message block declares it %s.", spec.Name, f, adds[f], declared)
+		}
+	}
+}
+
+func (l *loader) checkPatterns(a *hclsyntax.Attribute, pats []string) {
+	if len(pats) == 0 {
+		l.errorf(a.Expr.Range(), "No patterns", "on needs at least one routing-key pattern, such as \"request.*\".")
+	}
+	for _, p := range pats {
+		if len(p) > MaxRoutingKey {
+			l.errorf(a.Expr.Range(), "Pattern too long", "The pattern %q is longer than %d bytes.", p, MaxRoutingKey)
+		}
+		for _, w := range strings.Split(p, ".") {
+			if w == "" && p != "" {
+				l.errorf(a.Expr.Range(), "Empty word in pattern",
+					"The pattern %q has an empty word; regflow never binds a key it would have to "+
+						"publish empty. Use \"*\" for any one word.", p)
+				break
+			}
+			if w != "*" && w != "#" && strings.ContainsAny(w, "*#") {
+				l.errorf(a.Expr.Range(), "Wildcard inside a word",
+					"In %q, * and # match whole words only; %q would match itself literally.", p, w)
+				break
+			}
+		}
+	}
+}
+
+// stepSpec finds the action of a step block.
+func (l *loader) stepSpec(blk *hclsyntax.Block) *ActionSpec {
+	spec, ok := l.reg.Lookup(blk.Type)
+	if ok {
+		return spec
+	}
+	names := append(l.reg.Names(), "on_failure")
+	detail := fmt.Sprintf("There is no action %q.", blk.Type)
+	if s := Suggest(blk.Type, names); s != "" {
+		detail += fmt.Sprintf(" Did you mean %q?", s)
+	} else {
+		detail += " Actions are " + quoteList(l.reg.Names()) + "."
+	}
+	l.errorf(blk.TypeRange, "Unknown action", "%s", detail)
+	return nil
+}
+
+// stepConfigOnly decodes a step's own attributes quietly, for Adds.
+func (l *loader) stepConfigOnly(dec *decoder, p *Pipeline, blk *hclsyntax.Block, spec *ActionSpec, env Schema) *StepConfig {
+	sc := &StepConfig{Pipeline: p.Name, Step: stepName(blk), Action: spec.Name, Config: l.cfg, Schema: env,
+		Range: blk.TypeRange, values: map[string]any{}, ranges: map[string]hcl.Range{}}
+	for _, as := range spec.Attrs {
+		if a, ok := blk.Body.Attributes[as.Name]; ok {
+			if v, diags := dec.decodeAttr(as, a.AsHCLAttribute(), env); !diags.HasErrors() {
+				sc.values[as.Name] = v
+			}
+		}
+	}
+	return sc
+}
+
+func stepName(blk *hclsyntax.Block) string {
+	if len(blk.Labels) > 0 {
+		return blk.Labels[0]
+	}
+	return blk.Type
+}
+
+func (l *loader) decodeStep(dec *decoder, p *Pipeline, blk *hclsyntax.Block, spec *ActionSpec,
+	env Schema, names map[string]hcl.Range) *Step {
+	before := len(l.diags)
+	name := stepName(blk)
+	nameRange := blk.TypeRange
+	if len(blk.Labels) > 0 {
+		nameRange = blk.LabelRanges[0]
+	}
+	if len(blk.Labels) > 1 {
+		l.errorf(blk.LabelRanges[1], "Extra label", "A step has one name; remove %q.", blk.Labels[1])
+	}
+	if first, dup := names[name]; dup {
+		l.errorf(nameRange, "Duplicate step name",
+			"A step named %q was already defined at %s. Step names identify results in the journal "+
+				"and errmsg, so each must be unique within its pipeline.", name, first)
+	} else {
+		names[name] = nameRange
+	}
+
+	s := &Step{Name: name, Action: spec.Name, OnError: OnErrorFail, Timeout: DefaultStepTimeout,
+		Retry: Retry{Attempts: 1, Backoff: time.Second, MaxBackoff: 30 * time.Second},
+		Range: hcl.RangeBetween(blk.TypeRange, nameRange)}
+	sc := &StepConfig{Pipeline: p.Name, Step: name, Action: spec.Name, Config: l.cfg, Schema: env,
+		Range: s.Range, values: map[string]any{}, ranges: map[string]hcl.Range{}}
+	s.Config = sc
+
+	all := append(append([]AttrSpec{}, stepAttrs...), spec.Attrs...)
+	l.checkBody(blk.Body, all, []string{"retry"})
+	for _, as := range all {
+		a, ok := blk.Body.Attributes[as.Name]
+		if !ok {
+			continue
+		}
+		v, diags := dec.decodeAttr(as, a.AsHCLAttribute(), env)
+		l.diags = append(l.diags, diags...)
+		if diags.HasErrors() {
+			continue
+		}
+		switch as.Name {
+		case "when":
+			s.When = v.(*Program)
+		case "on_error":
+			s.OnError = v.(string)
+		case "timeout":
+			s.Timeout = v.(time.Duration)
+		case "once":
+			s.Once = v.(*Template)
+		default:
+			sc.values[as.Name] = v
+			sc.ranges[as.Name] = a.Expr.Range()
+		}
+	}
+	var retrySeen *hcl.Range
+	for _, rb := range blk.Body.Blocks {
+		if rb.Type != "retry" {
+			detail := fmt.Sprintf("A step holds only arguments and a retry block, not %q.", rb.Type)
+			if _, isAction := l.reg.Lookup(rb.Type); isAction {
+				detail += " Steps cannot nest; close this step's brace first."
+			} else if sug := Suggest(rb.Type, []string{"retry"}); sug != "" {
+				detail += fmt.Sprintf(" Did you mean %q?", sug)
+			}
+			l.errorf(rb.TypeRange, "Unsupported block type", "%s", detail)
+			continue
+		}
+		if retrySeen != nil {
+			l.errorf(rb.TypeRange, "Duplicate retry block", "This step already has a retry block at %s.", *retrySeen)
+			continue
+		}
+		retrySeen = &rb.TypeRange
+		l.decodeRetry(dec, rb, &s.Retry)
+	}
+	if len(l.diags) > before && l.diags[before:].HasErrors() {
+		return nil
+	}
+	act, err := spec.New(sc)
+	if err != nil {
+		if d, ok := err.(hcl.Diagnostics); ok {
+			l.diags = append(l.diags, d...)
+		} else {
+			l.errorf(s.Range, "Invalid "+spec.Name+" step", "%s.", upperFirst(err.Error()))
+		}
+		return nil
+	}
+	s.Impl = act
+	return s
+}
+
+func (l *loader) decodeRetry(dec *decoder, rb *hclsyntax.Block, r *Retry) {
+	l.checkBody(rb.Body, retryAttrs, nil)
+	for _, as := range retryAttrs {
+		a, ok := rb.Body.Attributes[as.Name]
+		if !ok {
+			continue
+		}
+		v, diags := dec.decodeAttr(as, a.AsHCLAttribute(), nil)
+		l.diags = append(l.diags, diags...)
+		if diags.HasErrors() {
+			continue
+		}
+		switch as.Name {
+		case "attempts":
+			r.Attempts = v.(int)
+			if r.Attempts < 1 || r.Attempts > 100 {
+				l.errorf(a.Expr.Range(), "Invalid attempts", "attempts counts every try, the first included; use 1 to 100.")
+			}
+		case "backoff":
+			r.Backoff = v.(time.Duration)
+		case "max_backoff":
+			r.MaxBackoff = v.(time.Duration)
+		}
+	}
+	if r.MaxBackoff < r.Backoff {
+		l.errorf(rb.TypeRange, "Invalid retry", "max_backoff (%s) is shorter than backoff (%s).", r.MaxBackoff, r.Backoff)
+	}
+}
+
+func (s Schema) clone() Schema {
+	c := make(Schema, len(s))
+	for k, v := range s {
+		c[k] = v
+	}
+	return c
+}
+
+// evalContext provides env(NAME, DEFAULT) and file(PATH) to a file.
+func evalContext(filename string) *hcl.EvalContext {
+	dir := filepath.Dir(filename)
+	envFn := function.New(&function.Spec{
+		Params:   []function.Parameter{{Name: "name", Type: cty.String}},
+		VarParam: &function.Parameter{Name: "default", Type: cty.String},
+		Type:     function.StaticReturnType(cty.String),
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			if len(args) > 2 {
+				return cty.NilVal, fmt.Errorf("env takes a name and an optional default")
+			}
+			if v, ok := os.LookupEnv(args[0].AsString()); ok {
+				return cty.StringVal(v), nil
+			}
+			if len(args) == 2 {
+				return args[1], nil
+			}
+			return cty.NilVal, fmt.Errorf("environment variable %s is not set and no default was given; "+
+				"write env(%q, \"default\")", args[0].AsString(), args[0].AsString())
+		},
+	})
+	fileFn := function.New(&function.Spec{
+		Params: []function.Parameter{{Name: "path", Type: cty.String}},
+		Type:   function.StaticReturnType(cty.String),
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			p := args[0].AsString()
+			if !filepath.IsAbs(p) {
+				p = filepath.Join(dir, p)
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return cty.NilVal, fmt.Errorf("cannot read %s: %w", p, err)
+			}
+			return cty.StringVal(string(b)), nil
+		},
+	})
+	return &hcl.EvalContext{Functions: map[string]function.Function{"env": envFn, "file": fileFn}}
+}
+
+// sortDiags orders diagnostics by file and position, so that a file reads
+// from top to bottom whatever phase found each problem.
+func sortDiags(diags hcl.Diagnostics) {
+	sort.SliceStable(diags, func(i, j int) bool {
+		a, b := diags[i].Subject, diags[j].Subject
+		switch {
+		case a == nil || b == nil:
+			return a != nil
+		case a.Filename != b.Filename:
+			return a.Filename < b.Filename
+		}
+		return a.Start.Byte < b.Start.Byte
+	})
+}

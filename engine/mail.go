@@ -1,0 +1,349 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/textproto"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	mail "github.com/wneessen/go-mail"
+)
+
+// Mail is one email message as actions compose it.
+type Mail struct {
+	From    string
+	To      []string
+	Cc      []string
+	Bcc     []string
+	ReplyTo string
+	Subject string
+	Text    string
+	// ID is a stable identity for the message; the Message-ID header is
+	// derived from it, so a message that is sent again after a crash can
+	// be recognised by the receiver.
+	ID      string
+	Headers map[string]string // extra headers, such as X-Regflow-User
+}
+
+// Recipients returns every envelope recipient.
+func (m *Mail) Recipients() []string {
+	var r []string
+	r = append(r, m.To...)
+	r = append(r, m.Cc...)
+	return append(r, m.Bcc...)
+}
+
+// A Mailer delivers mail. Send returns after the message was accepted by
+// the SMTP server or written to the outbox; its error is marked Transient
+// or Permanent.
+type Mailer interface {
+	Send(ctx context.Context, m *Mail) error
+}
+
+// build turns m into a go-mail message, refusing header values that would
+// let text spill into other headers.
+func (m *Mail) build() (*mail.Msg, error) {
+	for _, h := range append([]string{m.From, m.ReplyTo, m.Subject}, m.Recipients()...) {
+		if i := strings.IndexFunc(h, isControl); i >= 0 {
+			return nil, Permanent(fmt.Errorf("header value %q contains a control character", h))
+		}
+	}
+	msg := mail.NewMsg()
+	if err := msg.From(m.From); err != nil {
+		return nil, Permanent(fmt.Errorf("from %q: %w", m.From, err))
+	}
+	if len(m.To)+len(m.Cc)+len(m.Bcc) == 0 {
+		return nil, Permanent(errors.New("mail has no recipients"))
+	}
+	if len(m.To) > 0 {
+		if err := msg.To(m.To...); err != nil {
+			return nil, Permanent(fmt.Errorf("to: %w", err))
+		}
+	}
+	if len(m.Cc) > 0 {
+		if err := msg.Cc(m.Cc...); err != nil {
+			return nil, Permanent(fmt.Errorf("cc: %w", err))
+		}
+	}
+	if len(m.Bcc) > 0 {
+		if err := msg.Bcc(m.Bcc...); err != nil {
+			return nil, Permanent(fmt.Errorf("bcc: %w", err))
+		}
+	}
+	if m.ReplyTo != "" {
+		if err := msg.ReplyTo(m.ReplyTo); err != nil {
+			return nil, Permanent(fmt.Errorf("reply_to: %w", err))
+		}
+	}
+	msg.Subject(m.Subject)
+	msg.SetDate()
+	if m.ID != "" {
+		msg.SetMessageIDWithValue(m.ID + "@" + domainOf(m.From))
+	} else {
+		msg.SetMessageID()
+	}
+	for k, v := range m.Headers {
+		if strings.IndexFunc(k+v, isControl) >= 0 {
+			return nil, Permanent(fmt.Errorf("header %q contains a control character", k))
+		}
+		msg.SetGenHeader(mail.Header(k), v)
+	}
+	msg.SetUserAgent("regflow")
+	msg.SetBodyString(mail.TypeTextPlain, m.Text)
+	return msg, nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+func domainOf(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return strings.TrimRight(addr[i+1:], ">")
+	}
+	return "regflow.invalid"
+}
+
+// Outbox writes each message as an RFC 5322 file named *.eml into a
+// directory, for sites without an SMTP server and for simulation.
+type Outbox struct {
+	Dir string
+	seq atomic.Uint64
+}
+
+// Send writes m to the outbox. The file appears whole or not at all.
+func (o *Outbox) Send(ctx context.Context, m *Mail) error {
+	msg, err := m.build()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
+		return Unavailable(fmt.Errorf("outbox: %w", err))
+	}
+	id := m.ID
+	if id == "" {
+		id = strconv.FormatUint(o.seq.Add(1), 10)
+	}
+	name := time.Now().UTC().Format("20060102T150405.000000Z") + "-" + safeName(id) + ".eml"
+	tmp, err := os.CreateTemp(o.Dir, ".tmp-*.eml")
+	if err != nil {
+		return Unavailable(fmt.Errorf("outbox: %w", err))
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := msg.WriteTo(tmp); err != nil {
+		tmp.Close()
+		return Unavailable(fmt.Errorf("outbox: write: %w", err))
+	}
+	if err := tmp.Close(); err != nil {
+		return Unavailable(fmt.Errorf("outbox: %w", err))
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(o.Dir, name)); err != nil {
+		return Unavailable(fmt.Errorf("outbox: %w", err))
+	}
+	return nil
+}
+
+func safeName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// TLS modes of an SMTP URL.
+const (
+	TLSStartTLS      = "starttls"      // STARTTLS is required; never plaintext
+	TLSOpportunistic = "opportunistic" // STARTTLS when the server offers it
+	TLSNone          = "none"          // plaintext, for a local relay or a test server
+	TLSImplicit      = "implicit"      // smtps://, TLS from the first byte
+)
+
+// SMTPConfig is a parsed SMTP URL.
+type SMTPConfig struct {
+	Host     string
+	Port     int
+	Username string
+	Password string
+	TLS      string
+	Timeout  time.Duration
+	HELO     string
+}
+
+// ParseSMTPURL parses smtp://[user[:password]@]host[:port][?tls=MODE&timeout=D&helo=NAME]
+// or smtps://…. The default TLS mode of smtp:// is starttls (required), of
+// smtps:// implicit; the default port is 587, or 465 for smtps.
+func ParseSMTPURL(raw string) (*SMTPConfig, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("smtp url: %w", redactURLError(err))
+	}
+	c := &SMTPConfig{Host: u.Hostname(), Timeout: 30 * time.Second}
+	switch u.Scheme {
+	case "smtp":
+		c.Port, c.TLS = 587, TLSStartTLS
+	case "smtps":
+		c.Port, c.TLS = 465, TLSImplicit
+	default:
+		return nil, fmt.Errorf("smtp url: scheme must be smtp or smtps, not %q", u.Scheme)
+	}
+	if c.Host == "" {
+		return nil, errors.New("smtp url: no host")
+	}
+	if p := u.Port(); p != "" {
+		if c.Port, err = strconv.Atoi(p); err != nil || c.Port < 1 || c.Port > 65535 {
+			return nil, fmt.Errorf("smtp url: bad port %q", p)
+		}
+	}
+	if u.User != nil {
+		c.Username = u.User.Username()
+		c.Password, _ = u.User.Password()
+	}
+	q := u.Query()
+	for k := range q {
+		switch k {
+		case "tls", "timeout", "helo":
+		default:
+			return nil, fmt.Errorf("smtp url: unknown parameter %q (known: tls, timeout, helo)", k)
+		}
+	}
+	if t := q.Get("tls"); t != "" {
+		switch t {
+		case TLSStartTLS, TLSOpportunistic, TLSNone:
+			if u.Scheme == "smtps" {
+				return nil, fmt.Errorf("smtp url: smtps always uses TLS; drop tls=%s", t)
+			}
+			c.TLS = t
+		default:
+			return nil, fmt.Errorf("smtp url: tls must be starttls, opportunistic or none, not %q", t)
+		}
+	}
+	if t := q.Get("timeout"); t != "" {
+		if c.Timeout, err = time.ParseDuration(t); err != nil || c.Timeout <= 0 {
+			return nil, fmt.Errorf("smtp url: bad timeout %q", t)
+		}
+	}
+	c.HELO = q.Get("helo")
+	if c.Password != "" && c.TLS == TLSNone && !isLoopback(c.Host) {
+		return nil, errors.New("smtp url: refusing to send a password in plaintext; use tls=starttls or smtps")
+	}
+	return c, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// RedactURL returns raw with any password replaced by "xxxxx", for logs.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable url)"
+	}
+	return u.Redacted()
+}
+
+// redactURLError keeps url.Parse errors from echoing a password.
+func redactURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// SMTP sends mail through an SMTP server with go-mail.
+type SMTP struct {
+	cfg  *SMTPConfig
+	opts []mail.Option
+}
+
+// NewSMTP returns a mailer for the server described by cfg.
+func NewSMTP(cfg *SMTPConfig) *SMTP {
+	opts := []mail.Option{
+		mail.WithPort(cfg.Port),
+		mail.WithTimeout(cfg.Timeout),
+	}
+	switch cfg.TLS {
+	case TLSImplicit:
+		opts = append(opts, mail.WithSSL())
+	case TLSStartTLS:
+		opts = append(opts, mail.WithTLSPolicy(mail.TLSMandatory))
+	case TLSOpportunistic:
+		opts = append(opts, mail.WithTLSPolicy(mail.TLSOpportunistic))
+	case TLSNone:
+		opts = append(opts, mail.WithTLSPolicy(mail.NoTLS))
+	}
+	if cfg.Username != "" {
+		opts = append(opts,
+			mail.WithSMTPAuth(mail.SMTPAuthAutoDiscover),
+			mail.WithUsername(cfg.Username),
+			mail.WithPassword(cfg.Password))
+	}
+	if cfg.HELO != "" {
+		opts = append(opts, mail.WithHELO(cfg.HELO))
+	}
+	return &SMTP{cfg: cfg, opts: opts}
+}
+
+// Send delivers m in its own SMTP session.
+func (s *SMTP) Send(ctx context.Context, m *Mail) error {
+	msg, err := m.build()
+	if err != nil {
+		return err
+	}
+	client, err := mail.NewClient(s.cfg.Host, s.opts...)
+	if err != nil {
+		return Permanent(fmt.Errorf("smtp client: %w", err))
+	}
+	if err := client.DialAndSendWithContext(ctx, msg); err != nil {
+		return classifySMTP(s.cfg, err)
+	}
+	return nil
+}
+
+// classifySMTP says whether a retry can help: 4xx replies, timeouts and
+// refused connections are transient; 5xx replies (a 535 authentication
+// failure among them) and a missing STARTTLS are permanent.
+func classifySMTP(cfg *SMTPConfig, err error) error {
+	where := fmt.Sprintf("smtp %s:%d", cfg.Host, cfg.Port)
+	var se *mail.SendError
+	if errors.As(err, &se) {
+		switch code := se.ErrorCode(); {
+		case se.IsTemp() || code >= 400 && code < 500:
+			return Transient(fmt.Errorf("%s: %w", where, err))
+		case code >= 500:
+			return Permanent(fmt.Errorf("%s: %w", where, err))
+		}
+	}
+	var te *textproto.Error
+	if errors.As(err, &te) {
+		if te.Code >= 500 {
+			if te.Code == 535 || te.Code == 530 || te.Code == 534 {
+				return Permanent(fmt.Errorf("%s: authentication failed: %w", where, err))
+			}
+			return Permanent(fmt.Errorf("%s: %w", where, err))
+		}
+		return Transient(fmt.Errorf("%s: %w", where, err))
+	}
+	if strings.Contains(err.Error(), "does not support STARTTLS") {
+		return Permanent(fmt.Errorf("%s: the server offers no STARTTLS and tls=starttls is "+
+			"required; refusing to send in plaintext", where))
+	}
+	if strings.Contains(err.Error(), "does not support SMTP AUTH") ||
+		errors.Is(err, mail.ErrNoSupportedAuthDiscovered) {
+		return Permanent(fmt.Errorf("%s: %w", where, err))
+	}
+	return Transient(fmt.Errorf("%s: %w", where, err))
+}

@@ -1,0 +1,374 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Runner runs pipeline chains. It knows nothing of the broker: the
+// consumer hands it deliveries, and simulate and the pipeline tests call
+// it directly with an in-process publisher.
+type Runner struct {
+	Config *Config
+	Svc    *Services
+
+	onceMu    sync.Mutex
+	onceLocks map[string]*onceLock
+}
+
+type onceLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// NewRunner returns a runner for cfg acting on svc.
+func NewRunner(cfg *Config, svc *Services) *Runner {
+	if svc.Logger == nil {
+		svc.Logger = slog.Default()
+	}
+	if svc.Commands == nil {
+		svc.Commands = OSCommands{}
+	}
+	return &Runner{Config: cfg, Svc: svc, onceLocks: map[string]*onceLock{}}
+}
+
+// Delivery is one message handed to a pipeline.
+type Delivery struct {
+	RoutingKey  string
+	MessageID   string // as the producer set it; may be empty
+	Correlation string // AMQP correlation id, passed on to what the chain publishes
+	Body        []byte
+	Redelivered bool
+}
+
+// Step statuses in a Result. Replayed steps keep the status they were
+// recorded with and have Replayed set.
+const (
+	StepOK      = StatusOK
+	StepFailed  = StatusFailed
+	StepSkipped = StatusSkipped
+)
+
+// StepResult is what one step did for one message.
+type StepResult struct {
+	Step      string
+	Action    string
+	OnFailure bool // the step belongs to on_failure
+	Status    string
+	Replayed  bool // the result came from the journal
+	Note      string
+	Error     string
+	Attempts  int
+	Duration  time.Duration
+	Published []Published
+	Mails     []*Mail
+}
+
+// Result is what a pipeline did with one message.
+type Result struct {
+	Pipeline   string
+	RoutingKey string
+	MessageID  string
+	Msg        Message // the message after the chain; nil when it could not be decoded
+	Steps      []StepResult
+	Skipped    bool   // the pipeline's when was false; no step ran
+	Failed     bool   // a step stopped the chain
+	Refused    string // why the message was refused before any step ran
+	DeadLetter string // non-empty: the message can never succeed, for this reason
+}
+
+// Published returns everything the chain published, in order.
+func (r *Result) Published() []Published {
+	var out []Published
+	for _, s := range r.Steps {
+		out = append(out, s.Published...)
+	}
+	return out
+}
+
+// Errmsg returns the message's errmsg entries.
+func (r *Result) Errmsg() []string { return errmsgOf(r.Msg) }
+
+// Handle runs pipeline p on delivery d. It returns an error only when the
+// delivery must be left unacknowledged (ErrUnavailable): the journal lets
+// a later delivery pick up where this one stopped. Every other outcome,
+// failures and refusals included, is in the Result and the delivery is
+// finished.
+func (r *Runner) Handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result, error) {
+	id := MessageIdentity(d.MessageID, d.RoutingKey, d.Body)
+	res := &Result{Pipeline: p.Name, RoutingKey: d.RoutingKey, MessageID: id}
+
+	if max := r.Config.Broker.MaxBody; max > 0 && len(d.Body) > max {
+		res.Refused = fmt.Sprintf("body is %d bytes; the limit is %d (broker.max_body)", len(d.Body), max)
+		res.DeadLetter = res.Refused
+		return res, nil
+	}
+	msg, err := DecodeMessage(d.Body)
+	if err != nil {
+		res.Refused = err.Error()
+		res.DeadLetter = res.Refused
+		return res, nil
+	}
+	res.Msg = msg
+	f := &frame{p: p, id: id, key: d.RoutingKey, corr: d.Correlation, msg: msg}
+
+	if p.CheckMessage {
+		if problems := r.Config.Message.Check(msg); len(problems) > 0 {
+			setErrmsg(msg, errmsgOf(msg))
+			res.Refused = strings.Join(problems, "; ")
+			res.DeadLetter = "message does not match the message block: " + res.Refused
+			res.Failed = true
+			for _, pr := range problems {
+				addErrmsg(msg, pr)
+			}
+			return res, r.runFailure(ctx, f, res)
+		}
+	}
+
+	setErrmsg(msg, errmsgOf(msg))
+	if p.When != nil {
+		ok, err := p.When.Bool(Env(msg, d.RoutingKey))
+		if err != nil {
+			res.Refused = "when: " + err.Error()
+			res.DeadLetter = res.Refused
+			return res, nil
+		}
+		if !ok {
+			res.Skipped = true
+			return res, nil
+		}
+	}
+	for _, s := range p.Steps {
+		sr, err := r.runStep(ctx, f, s)
+		res.Steps = append(res.Steps, sr)
+		if err != nil {
+			return res, err
+		}
+		if sr.Status == StepFailed && s.OnError != OnErrorContinue {
+			res.Failed = true
+			break
+		}
+	}
+	if res.Failed {
+		if len(p.OnFailure) == 0 {
+			last := res.Steps[len(res.Steps)-1]
+			res.DeadLetter = fmt.Sprintf("step %s failed and the pipeline has no on_failure: %s", last.Step, last.Error)
+			return res, nil
+		}
+		return res, r.runFailure(ctx, f, res)
+	}
+	return res, nil
+}
+
+// frame is what every step of one delivery shares.
+type frame struct {
+	p    *Pipeline
+	id   string // message identity
+	key  string
+	corr string
+	msg  Message
+}
+
+// runFailure runs the on_failure steps. Each runs even when an earlier
+// one failed; if any fails, the message is dead-lettered, since its sender
+// may never hear of it.
+func (r *Runner) runFailure(ctx context.Context, f *frame, res *Result) error {
+	for _, s := range f.p.OnFailure {
+		sr, err := r.runStep(ctx, f, s)
+		sr.OnFailure = true
+		res.Steps = append(res.Steps, sr)
+		if err != nil {
+			return err
+		}
+		if sr.Status == StepFailed && res.DeadLetter == "" {
+			res.DeadLetter = fmt.Sprintf("on_failure step %s failed: %s", s.Name, sr.Error)
+		}
+	}
+	return nil
+}
+
+// runStep runs one step: its condition, the journal, the attempts.
+func (r *Runner) runStep(ctx context.Context, f *frame, s *Step) (StepResult, error) {
+	sr := StepResult{Step: s.Name, Action: s.Action}
+	start := time.Now()
+	defer func() { sr.Duration = time.Since(start) }()
+	msg := f.msg
+	env := Env(msg, f.key)
+
+	fail := func(err error) (StepResult, error) {
+		sr.Status, sr.Error = StepFailed, err.Error()
+		addErrmsg(msg, s.Name+": "+sr.Error)
+		return sr, nil
+	}
+
+	if s.When != nil {
+		ok, err := s.When.Bool(env)
+		if err != nil {
+			return fail(fmt.Errorf("when: %w", err))
+		}
+		if !ok {
+			sr.Status = StepSkipped
+			return sr, nil
+		}
+	}
+
+	scope := f.p.Name + "/" + f.id
+	if s.Once != nil {
+		k, err := s.Once.Render(env)
+		if err != nil {
+			return fail(fmt.Errorf("once: %w", err))
+		}
+		if k == "" {
+			return fail(errors.New("once: the key rendered empty"))
+		}
+		scope = "once:" + k
+		unlock := r.lockOnce(scope)
+		defer unlock()
+	}
+
+	store := r.Svc.Store
+	if store != nil {
+		je, err := store.JournalGet(ctx, scope, s.Name)
+		if err != nil {
+			return sr, err
+		}
+		if je != nil {
+			for k, v := range je.Added {
+				msg[k] = v
+			}
+			sr.Status, sr.Replayed, sr.Note, sr.Attempts = je.Status, true, je.Note, je.Attempts
+			if je.Status == StatusFailed {
+				sr.Error = je.Error
+				addErrmsg(msg, s.Name+": "+je.Error)
+			}
+			return sr, nil
+		}
+	}
+
+	call := &Call{Msg: msg, RoutingKey: f.key, MessageID: f.id, Correlation: f.corr, Pipeline: f.p.Name,
+		Step: s.Name, Svc: r.Svc, Log: r.Svc.Logger.With("pipeline", f.p.Name, "step", s.Name, "message_id", f.id)}
+	var err error
+	for call.Attempt = 1; ; call.Attempt++ {
+		err = r.attempt(ctx, s, call)
+		if err == nil || !IsTransient(err) || call.Attempt >= s.Retry.Attempts || errors.Is(err, ErrUnavailable) {
+			break
+		}
+		wait := backoff(s.Retry, call.Attempt)
+		call.Log.Warn("step failed, retrying", "action", s.Action, "attempt", call.Attempt,
+			"retry_in", wait.Round(time.Millisecond).String(), "error", err.Error())
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return sr, Unavailable(fmt.Errorf("%s: %w", s.Name, ctx.Err()))
+		}
+	}
+	sr.Attempts = call.Attempt
+	sr.Published, sr.Mails, sr.Note = call.publish, call.mails, call.note
+	if errors.Is(err, ErrUnavailable) {
+		return sr, err
+	}
+
+	entry := &JournalEntry{Status: StatusOK, Added: call.added, Note: call.note, Attempts: call.Attempt}
+	if err != nil {
+		entry.Status, entry.Error = StatusFailed, err.Error()
+	}
+	// A failure is journaled per message, so that a redelivery does not
+	// repeat a failed side effect; never under a once key, so that a later
+	// message may try again.
+	if store != nil && (err == nil || s.Once == nil) {
+		if jerr := store.JournalPut(ctx, scope, s.Name, entry); jerr != nil {
+			return sr, jerr
+		}
+	}
+	if err != nil {
+		return fail(err)
+	}
+	sr.Status = StepOK
+	return sr, nil
+}
+
+// attempt runs the action once under the step's timeout. A panic in an
+// action fails the step; it never takes the engine down.
+func (r *Runner) attempt(ctx context.Context, s *Step, call *Call) (err error) {
+	actx, cancel := context.WithTimeout(ctx, s.Timeout)
+	defer cancel()
+	defer func() {
+		if v := recover(); v != nil {
+			call.Log.Error("action panicked", "action", s.Action, "panic", fmt.Sprint(v),
+				"stack", string(debug.Stack()))
+			err = Permanent(fmt.Errorf("internal error in %s: %v", s.Action, v))
+		}
+	}()
+	call.env = nil
+	err = s.Impl.Run(actx, call)
+	if err != nil && ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) && !IsTransient(err) {
+		err = Transient(fmt.Errorf("timed out after %s: %w", s.Timeout, err))
+	}
+	return err
+}
+
+// backoff is the wait before attempt n+1: exponential from Backoff, capped
+// at MaxBackoff, with up to 25% jitter so that retries spread out.
+func backoff(r Retry, n int) time.Duration {
+	d := r.Backoff
+	for i := 1; i < n && d < r.MaxBackoff; i++ {
+		d *= 2
+	}
+	if d > r.MaxBackoff {
+		d = r.MaxBackoff
+	}
+	return d - time.Duration(rand.Int64N(int64(d)/4+1))
+}
+
+func (r *Runner) lockOnce(scope string) func() {
+	r.onceMu.Lock()
+	l := r.onceLocks[scope]
+	if l == nil {
+		l = &onceLock{}
+		r.onceLocks[scope] = l
+	}
+	l.refs++
+	r.onceMu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		r.onceMu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(r.onceLocks, scope)
+		}
+		r.onceMu.Unlock()
+	}
+}
+
+// errmsgOf returns the errmsg list of msg, ignoring entries that are not
+// strings.
+func errmsgOf(msg Message) []string {
+	list, _ := msg[FieldErrmsg].([]any)
+	out := make([]string, 0, len(list))
+	for _, e := range list {
+		if s, ok := e.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func setErrmsg(msg Message, errs []string) {
+	list := make([]any, len(errs))
+	for i, e := range errs {
+		list[i] = e
+	}
+	msg[FieldErrmsg] = list
+	msg[FieldSuccess] = len(errs) == 0
+}
+
+func addErrmsg(msg Message, e string) {
+	setErrmsg(msg, append(errmsgOf(msg), e))
+}

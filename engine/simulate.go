@@ -1,0 +1,118 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+)
+
+// Sandbox returns services whose every effect stays under dir: the store,
+// the outbox (always used, even when an SMTP server is configured), git
+// repositories and event logs; exec runs nothing and git never pushes.
+// Publishing goes to pub.
+func Sandbox(cfg *Config, dir string, pub Publisher, log *slog.Logger) (*Services, error) {
+	svc := &Services{Root: dir, Sandbox: true, Publisher: pub, Logger: log, Commands: OSCommands{}}
+	store, err := OpenStore(svc.Path(cfg.Store.Path))
+	if err != nil {
+		return nil, err
+	}
+	svc.Store = store
+	svc.Mailer = &Outbox{Dir: svc.Path(cfg.Mail.Outbox)}
+	return svc, nil
+}
+
+// Hop is one message travelling through the simulated exchange and the
+// pipelines it reached.
+type Hop struct {
+	Exchange   string
+	RoutingKey string
+	From       string // "pipeline/step" that published it; "" for the input
+	Body       []byte
+	Results    []*Result // one per pipeline whose patterns match
+}
+
+// Trace is what a simulation did, hop by hop in the order messages were
+// published.
+type Trace struct {
+	Hops []*Hop
+}
+
+// Simulator routes messages through pipelines in-process, with the same
+// topic matching as RabbitMQ, following what each pipeline publishes.
+type Simulator struct {
+	cfg    *Config
+	runner *Runner
+	pub    *memPublisher
+
+	// MaxHops bounds a run, so that a pipeline that publishes to a key it
+	// consumes itself cannot loop forever.
+	MaxHops int
+}
+
+// NewSimulator returns a simulator over cfg. svc.Publisher is replaced by
+// the simulator's own.
+func NewSimulator(cfg *Config, svc *Services) *Simulator {
+	pub := &memPublisher{bodies: map[string][]byte{}}
+	svc.Publisher = pub
+	return &Simulator{cfg: cfg, runner: NewRunner(cfg, svc), pub: pub, MaxHops: 100}
+}
+
+// memPublisher keeps published bodies until the simulator routes them.
+type memPublisher struct {
+	mu     sync.Mutex
+	bodies map[string][]byte // by message id
+}
+
+func (m *memPublisher) Publish(ctx context.Context, o *Outgoing) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.bodies[o.MessageID] = o.Body
+	return nil
+}
+
+// take removes and returns the body published with id.
+func (m *memPublisher) take(id string) []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b := m.bodies[id]
+	delete(m.bodies, id)
+	return b
+}
+
+// Run publishes body on key and runs every pipeline it reaches, then every
+// pipeline the published messages reach, breadth first.
+func (s *Simulator) Run(ctx context.Context, key string, body []byte, messageID string) (*Trace, error) {
+	t := &Trace{}
+	queue := []*Hop{{Exchange: s.cfg.Broker.Exchange, RoutingKey: key, Body: body}}
+	ids := []string{messageID}
+	for len(queue) > 0 {
+		if len(t.Hops) >= s.MaxHops {
+			return t, fmt.Errorf("stopped after %d hops; a pipeline may publish to a key it consumes", s.MaxHops)
+		}
+		hop, id := queue[0], ids[0]
+		queue, ids = queue[1:], ids[1:]
+		t.Hops = append(t.Hops, hop)
+		if hop.Exchange != s.cfg.Broker.Exchange {
+			continue // another exchange: outside regflow's pipelines
+		}
+		for _, p := range s.cfg.Pipelines {
+			if !p.Matches(hop.RoutingKey) {
+				continue
+			}
+			res, err := s.runner.Handle(ctx, p, &Delivery{RoutingKey: hop.RoutingKey, MessageID: id, Body: hop.Body})
+			if err != nil {
+				return t, fmt.Errorf("pipeline %s: %w", p.Name, err)
+			}
+			hop.Results = append(hop.Results, res)
+			for _, sr := range res.Steps {
+				for _, pb := range sr.Published {
+					queue = append(queue, &Hop{Exchange: pb.Exchange, RoutingKey: pb.RoutingKey,
+						From: p.Name + "/" + sr.Step, Body: s.pub.take(pb.MessageID)})
+					ids = append(ids, pb.MessageID)
+				}
+			}
+		}
+	}
+	return t, nil
+}

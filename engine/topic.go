@@ -1,0 +1,44 @@
+package engine
+
+import "strings"
+
+// TopicMatch reports whether routing key matches binding pattern with the
+// semantics of a RabbitMQ topic exchange: words are separated by dots, "*"
+// stands for exactly one word and "#" for zero or more words. An empty key
+// has one empty word, so "*" matches it and "request.*" matches "request.".
+func TopicMatch(pattern, key string) bool {
+	return matchWords(strings.Split(pattern, "."), strings.Split(key, "."))
+}
+
+func matchWords(pat, key []string) bool {
+	for len(pat) > 0 {
+		switch pat[0] {
+		case "#":
+			// Collapse runs of "#" and try every possible number of
+			// swallowed words, shortest first.
+			rest := pat[1:]
+			for len(rest) > 0 && rest[0] == "#" {
+				rest = rest[1:]
+			}
+			if len(rest) == 0 {
+				return true
+			}
+			for i := 0; i <= len(key); i++ {
+				if matchWords(rest, key[i:]) {
+					return true
+				}
+			}
+			return false
+		case "*":
+			if len(key) == 0 {
+				return false
+			}
+		default:
+			if len(key) == 0 || key[0] != pat[0] {
+				return false
+			}
+		}
+		pat, key = pat[1:], key[1:]
+	}
+	return len(key) == 0
+}

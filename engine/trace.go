@@ -1,0 +1,149 @@
+package engine
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// WriteTrace prints a simulation trace for people: each hop, the pipelines
+// it reached, and each step with its outcome.
+func WriteTrace(w io.Writer, t *Trace) {
+	for i, h := range t.Hops {
+		from := "input"
+		if h.From != "" {
+			from = "from " + h.From
+		}
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "→ %s  (%s)\n", h.RoutingKey, from)
+		if h.Exchange != "" && len(h.Results) == 0 {
+			fmt.Fprintf(w, "  no pipeline binds this key on %s\n", h.Exchange)
+		}
+		for _, r := range h.Results {
+			writeResult(w, r)
+		}
+	}
+}
+
+func writeResult(w io.Writer, r *Result) {
+	status := "ok"
+	switch {
+	case r.Refused != "":
+		status = "REFUSED: " + r.Refused
+	case r.Skipped:
+		status = "skipped (when is false)"
+	case r.Failed:
+		status = "FAILED"
+	}
+	fmt.Fprintf(w, "  %s: %s\n", r.Pipeline, status)
+	for _, s := range r.Steps {
+		mark := map[string]string{StepOK: "ok", StepFailed: "FAIL", StepSkipped: "skip"}[s.Status]
+		name := s.Step
+		if s.OnFailure {
+			name = "on_failure/" + s.Step
+		}
+		detail := s.Note
+		if s.Status == StepFailed {
+			detail = s.Error
+		}
+		if s.Replayed {
+			detail = strings.TrimSpace(detail + " (replayed from the journal)")
+		}
+		if s.Attempts > 1 {
+			detail = strings.TrimSpace(fmt.Sprintf("%s (%d attempts)", detail, s.Attempts))
+		}
+		fmt.Fprintf(w, "    %-4s %-22s %-14s %s\n", mark, name, s.Action, detail)
+	}
+	if r.DeadLetter != "" {
+		fmt.Fprintf(w, "    dead letter: %s\n", r.DeadLetter)
+	}
+}
+
+// traceJSON is the machine-readable form of a trace.
+type traceJSON struct {
+	Hops []hopJSON `json:"hops"`
+}
+
+type hopJSON struct {
+	Exchange   string       `json:"exchange"`
+	RoutingKey string       `json:"routing_key"`
+	From       string       `json:"from,omitempty"`
+	Pipelines  []resultJSON `json:"pipelines"`
+}
+
+type resultJSON struct {
+	Pipeline   string     `json:"pipeline"`
+	MessageID  string     `json:"message_id"`
+	Status     string     `json:"status"` // ok, failed, refused, skipped
+	Refused    string     `json:"refused,omitempty"`
+	DeadLetter string     `json:"dead_letter,omitempty"`
+	Message    Message    `json:"message"`
+	Steps      []stepJSON `json:"steps"`
+}
+
+type stepJSON struct {
+	Step       string        `json:"step"`
+	Action     string        `json:"action"`
+	OnFailure  bool          `json:"on_failure,omitempty"`
+	Status     string        `json:"status"`
+	Replayed   bool          `json:"replayed,omitempty"`
+	Note       string        `json:"note,omitempty"`
+	Error      string        `json:"error,omitempty"`
+	Attempts   int           `json:"attempts,omitempty"`
+	DurationMS float64       `json:"duration_ms"`
+	Published  []publishJSON `json:"published,omitempty"`
+	Mails      []mailJSON    `json:"mails,omitempty"`
+}
+
+type publishJSON struct {
+	Exchange   string `json:"exchange"`
+	RoutingKey string `json:"routing_key"`
+	MessageID  string `json:"message_id"`
+}
+
+type mailJSON struct {
+	From    string   `json:"from"`
+	To      []string `json:"to"`
+	Cc      []string `json:"cc,omitempty"`
+	Subject string   `json:"subject"`
+	Body    string   `json:"body"`
+}
+
+// MarshalJSON renders the trace for machines.
+func (t *Trace) MarshalJSON() ([]byte, error) {
+	out := traceJSON{Hops: []hopJSON{}}
+	for _, h := range t.Hops {
+		hj := hopJSON{Exchange: h.Exchange, RoutingKey: h.RoutingKey, From: h.From, Pipelines: []resultJSON{}}
+		for _, r := range h.Results {
+			rj := resultJSON{Pipeline: r.Pipeline, MessageID: r.MessageID, Status: "ok", Refused: r.Refused,
+				DeadLetter: r.DeadLetter, Message: r.Msg, Steps: []stepJSON{}}
+			switch {
+			case r.Refused != "":
+				rj.Status = "refused"
+			case r.Skipped:
+				rj.Status = "skipped"
+			case r.Failed:
+				rj.Status = "failed"
+			}
+			for _, s := range r.Steps {
+				sj := stepJSON{Step: s.Step, Action: s.Action, OnFailure: s.OnFailure, Status: s.Status,
+					Replayed: s.Replayed, Note: s.Note, Error: s.Error, Attempts: s.Attempts,
+					DurationMS: float64(s.Duration) / float64(time.Millisecond)}
+				for _, p := range s.Published {
+					sj.Published = append(sj.Published, publishJSON{p.Exchange, p.RoutingKey, p.MessageID})
+				}
+				for _, m := range s.Mails {
+					sj.Mails = append(sj.Mails, mailJSON{From: m.From, To: m.To, Cc: m.Cc, Subject: m.Subject, Body: m.Text})
+				}
+				rj.Steps = append(rj.Steps, sj)
+			}
+			hj.Pipelines = append(hj.Pipelines, rj)
+		}
+		out.Hops = append(out.Hops, hj)
+	}
+	return json.Marshal(out)
+}
