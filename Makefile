@@ -1,0 +1,41 @@
+# regflow — make demo runs the registration workflow end to end on a local
+# RabbitMQ; make test runs every test against a real RabbitMQ, SMTP server
+# and git.
+
+GO      ?= go
+BIN     := bin/regflow
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: all build demo test unit services stop-services clean
+
+all: build
+
+## build: compile bin/regflow
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/regflow
+
+## demo: install and start RabbitMQ if needed, run pipelines/, submit two registrations
+demo: build
+	scripts/demo.sh
+
+## test: unit and integration tests (starts RabbitMQ and Mailpit when they are not running)
+test:
+	scripts/test.sh
+
+## unit: the tests that need no services
+unit:
+	$(GO) test ./...
+
+## services: start RabbitMQ and Mailpit and leave them running
+services:
+	scripts/services.sh start rabbitmq mailpit
+
+## stop-services: stop what "make services" started
+stop-services:
+	scripts/services.sh stop
+
+clean:
+	rm -rf bin .demo
+
+help:
+	@sed -n 's/^## //p' Makefile
