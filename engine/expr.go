@@ -282,7 +282,7 @@ func exprDiag(err error, what, text string, rng hcl.Range, src []byte, env Schem
 		d.Subject = &rng
 	default:
 		d.Summary = "Invalid " + what
-		d.Detail = upperFirst(msg) + "."
+		d.Detail = fmt.Sprintf("%s in %q.", upperFirst(msg), strings.TrimSpace(text))
 	}
 	return d
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -272,7 +273,8 @@ func (l *loader) decodeConfigBlock(dec *decoder, b *hclsyntax.Block) {
 			c.Mail.SMTP = v.(string)
 			if c.Mail.SMTP != "" {
 				if _, err := ParseSMTPURL(c.Mail.SMTP); err != nil {
-					l.errorf(a.Expr.Range(), "Invalid SMTP URL", "%s.", upperFirst(err.Error()))
+					l.errorf(a.Expr.Range(), "Invalid SMTP URL", "%s.",
+						upperFirst(strings.TrimPrefix(err.Error(), "smtp url: ")))
 				}
 			}
 		case "mail.outbox":
@@ -292,9 +294,9 @@ func (l *loader) decodeMessage(dec *decoder, b *hclsyntax.Block) {
 		a := b.Body.Attributes[name]
 		t, diags := parseType(dec, a.Expr)
 		l.diags = append(l.diags, diags...)
-		if !diags.HasErrors() {
-			l.cfg.Message[name] = t
-		}
+		// A field with a bad type is still declared, as any, so that its
+		// uses do not each report it missing.
+		l.cfg.Message[name] = t
 	}
 	for _, blk := range b.Body.Blocks {
 		l.errorf(blk.TypeRange, "Unexpected block", "The message block holds only field = type lines, such as uid = integer.")
@@ -497,9 +499,11 @@ func (l *loader) decodePipeline(dec *decoder, b *hclsyntax.Block) *Pipeline {
 				env[f] = t
 			}
 		}
+		mark := len(l.diags)
 		if s := l.decodeStep(dec, p, blk, specs[i], env, stepNames); s != nil {
 			p.Steps = append(p.Steps, s)
 		}
+		l.explainLaterFields(l.diags[mark:], main[i+1:], adds[i:])
 		l.checkAdds(blk, specs[i], adds[i])
 	}
 	for _, blk := range fail {
@@ -515,6 +519,34 @@ func (l *loader) decodePipeline(dec *decoder, b *hclsyntax.Block) *Pipeline {
 		return nil
 	}
 	return p
+}
+
+var reNoField = regexp.MustCompile(`^The message has no field "([^"]+)" here\.`)
+
+// explainLaterFields rewrites "Unknown message field" diagnostics about a
+// field that a later step of the pipeline adds: the fix is to reorder.
+// adds[0] belongs to the step itself, adds[k] to later[k-1].
+func (l *loader) explainLaterFields(diags hcl.Diagnostics, later []*hclsyntax.Block, adds []Schema) {
+	for _, d := range diags {
+		m := reNoField.FindStringSubmatch(d.Detail)
+		if d.Summary != "Unknown message field" || m == nil {
+			continue
+		}
+		for k, a := range adds {
+			if _, ok := a[m[1]]; !ok {
+				continue
+			}
+			if k == 0 {
+				d.Detail = fmt.Sprintf("The field %q is set by this very step, so it is not there yet "+
+					"when the step's own attributes are evaluated.", m[1])
+			} else {
+				blk := later[k-1]
+				d.Detail = fmt.Sprintf("The field %q is set by step %q (%s) at %s, which runs after this "+
+					"one. Move this step below it.", m[1], stepName(blk), blk.Type, blk.TypeRange)
+			}
+			break
+		}
+	}
 }
 
 // checkAdds reports an action that sets a declared field to another type.

@@ -4,10 +4,18 @@ import "strings"
 
 // TopicMatch reports whether routing key matches binding pattern with the
 // semantics of a RabbitMQ topic exchange: words are separated by dots, "*"
-// stands for exactly one word and "#" for zero or more words. An empty key
-// has one empty word, so "*" matches it and "request.*" matches "request.".
+// stands for exactly one word and "#" for zero or more words. The empty
+// key has no words, so only "#" (or an empty pattern) matches it, while
+// "request." has two, the second empty, so "request.*" matches it.
 func TopicMatch(pattern, key string) bool {
-	return matchWords(strings.Split(pattern, "."), strings.Split(key, "."))
+	return matchWords(words(pattern), words(key))
+}
+
+func words(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ".")
 }
 
 func matchWords(pat, key []string) bool {

@@ -9,8 +9,9 @@
 # Relative paths resolve against the directory regflow runs in.
 
 broker {
-  url      = env("REGFLOW_AMQP_URL", "amqp://guest:guest@localhost:5672/")
-  exchange = "RegUsr"
+  url          = env("REGFLOW_AMQP_URL", "amqp://guest:guest@localhost:5672/")
+  exchange     = env("REGFLOW_EXCHANGE", "RegUsr")
+  queue_prefix = env("REGFLOW_QUEUE_PREFIX", "")
 }
 
 store {

@@ -1,0 +1,367 @@
+//go:build integration
+
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"regflow/actions"
+	"regflow/engine"
+)
+
+func amqpURL() string {
+	if u := os.Getenv("REGFLOW_TEST_AMQP_URL"); u != "" {
+		return u
+	}
+	return "amqp://guest:guest@127.0.0.1:5672/"
+}
+
+// dialTest connects to the test broker or fails: an integration test that
+// cannot reach RabbitMQ is a failure, never a skip.
+func dialTest(t *testing.T) *amqp.Connection {
+	t.Helper()
+	conn, err := amqp.Dial(amqpURL())
+	if err != nil {
+		t.Fatalf("RabbitMQ is not reachable at %s (%v); run make test, which starts it", engine.RedactURL(amqpURL()), err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// TestTopicMatchesBroker checks the in-process matcher against a live
+// broker on the C20 table: each pattern gets a queue, each key a message.
+func TestTopicMatchesBroker(t *testing.T) {
+	conn := dialTest(t)
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := fmt.Sprintf("regflow-test-topic-%d", time.Now().UnixNano())
+	if err := ch.ExchangeDeclare(ex, "topic", false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer ch.ExchangeDelete(ex, false, false)
+	cases := []struct{ pattern, key string }{
+		{"request.#", "request"}, {"a.#.b", "a.b"}, {"a.#.b", "ab"}, {"a.*.c.#", "a.b.c"},
+		{"request.*", "request.ana.lima"}, {"request.*", "request."}, {"#", ""},
+		{"*", ""}, {"a.*.#", "a"}, {"#.c", "c"}, {"a.#.#.b", "a.x.y.b"}, {"request.*", "request"},
+		{"", ""}, {"", "a"}, {"#.c", "a.b.cc"},
+	}
+	queues := map[string]string{}
+	for _, c := range cases {
+		if _, ok := queues[c.pattern]; ok {
+			continue
+		}
+		q, err := ch.QueueDeclare("", false, true, true, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ch.QueueBind(q.Name, c.pattern, ex, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		queues[c.pattern] = q.Name
+	}
+	keys := map[string]bool{}
+	for _, c := range cases {
+		keys[c.key] = true
+	}
+	for k := range keys {
+		if err := ch.PublishWithContext(context.Background(), ex, k, false, false,
+			amqp.Publishing{Body: []byte(k)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	got := map[string]map[string]bool{} // pattern → keys the broker routed
+	for pat, q := range queues {
+		got[pat] = map[string]bool{}
+		for {
+			d, ok, err := ch.Get(q, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok {
+				break
+			}
+			got[pat][string(d.Body)] = true
+		}
+	}
+	for _, c := range cases {
+		broker := got[c.pattern][c.key]
+		if mine := engine.TopicMatch(c.pattern, c.key); mine != broker {
+			t.Errorf("pattern %q, key %q: RabbitMQ routes %v, TopicMatch says %v", c.pattern, c.key, broker, mine)
+		}
+	}
+}
+
+// liveEngine runs the shipped pipelines/ against the test broker on an
+// exchange and queues of its own, in a temporary working directory.
+type liveEngine struct {
+	cfg      *engine.Config
+	svc      *engine.Services
+	eng      *engine.Engine
+	exchange string
+	dir      string
+	cancel   context.CancelFunc
+	done     chan error
+}
+
+func startEngine(t *testing.T, paths ...string) *liveEngine {
+	t.Helper()
+	conn := dialTest(t)
+	id := fmt.Sprintf("t%d", time.Now().UnixNano())
+	t.Setenv("REGFLOW_EXCHANGE", "RegUsr-"+id)
+	t.Setenv("REGFLOW_QUEUE_PREFIX", id+".")
+	if len(paths) == 0 {
+		paths = []string{"../pipelines"}
+	}
+	cfg, _, diags := engine.Load(paths, actions.Registry())
+	if diags.HasErrors() {
+		t.Fatalf("load: %v", diags)
+	}
+	dir := t.TempDir()
+	store, err := engine.OpenStore(dir + "/var/regflow.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	svc := &engine.Services{Store: store, Mailer: &engine.Outbox{Dir: dir + "/var/outbox"}, Root: dir,
+		Commands: engine.OSCommands{}, Logger: log}
+	le := &liveEngine{cfg: cfg, svc: svc, exchange: cfg.Broker.Exchange, dir: dir, done: make(chan error, 1)}
+	le.eng = engine.NewEngine(cfg, amqpURL(), svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	le.cancel = cancel
+	go func() { le.done <- le.eng.Run(ctx) }()
+	t.Cleanup(func() {
+		le.stop(t)
+		store.Close()
+		ch, err := conn.Channel()
+		if err != nil {
+			return
+		}
+		for _, p := range cfg.Pipelines {
+			ch.QueueDelete(p.Queue, false, false, false)
+		}
+		ch.QueueDelete(cfg.Broker.QueuePrefix+cfg.Broker.DeadLetter, false, false, false)
+		ch.ExchangeDelete(cfg.Broker.DeadLetter, false, false)
+		ch.ExchangeDelete(cfg.Broker.Exchange, false, false)
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !le.eng.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("the engine did not become ready within 10s")
+		}
+		select {
+		case err := <-le.done:
+			t.Fatalf("the engine stopped: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return le
+}
+
+func (le *liveEngine) stop(t *testing.T) {
+	if le.cancel == nil {
+		return
+	}
+	le.cancel()
+	le.cancel = nil
+	select {
+	case err := <-le.done:
+		if err != nil {
+			t.Errorf("Run returned %v after shutdown, want nil", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("the engine did not stop within 20s of shutdown")
+	}
+}
+
+func (le *liveEngine) request(t *testing.T, user, email string) engine.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	msg := engine.Message{"username": user, "queuename": engine.QueueName(user), "email": email,
+		"fullname": "Test " + user, "reason": "integration test"}
+	reply, err := engine.Request(ctx, amqpURL(), le.exchange, msg)
+	if err != nil {
+		t.Fatalf("request %s: %v", user, err)
+	}
+	return reply
+}
+
+func TestEngineWorkflow(t *testing.T) {
+	le := startEngine(t)
+
+	ok := le.request(t, "ana.lima", "ana.lima@example.org")
+	if ok["success"] != true || ok["uid"] != 10001 || ok["gid"] != 10001 || ok["username"] != "ana.lima" {
+		t.Fatalf("completed = %v", ok)
+	}
+	dup := le.request(t, "alima", "ana.lima@example.org")
+	errs, _ := dup["errmsg"].([]any)
+	if dup["success"] != false || len(errs) != 1 || !strings.Contains(errs[0].(string), "Email already exists") {
+		t.Fatalf("duplicate completed = %v", dup)
+	}
+
+	// The welcome mail follows completed.<q> asynchronously.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		files, _ := os.ReadDir(le.dir + "/var/outbox")
+		if len(files) >= 3 || time.Now().After(deadline) {
+			if len(files) != 3 {
+				t.Fatalf("outbox has %d mails, want 3 (list subscription, welcome, report)", len(files))
+			}
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	le.stop(t)
+	log, err := os.ReadFile(le.dir + "/var/log/user_reg.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rks []string
+	for _, line := range strings.Split(strings.TrimSpace(string(log)), "\n") {
+		var ev struct {
+			RoutingKey string `json:"routing_key"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("event log line %q: %v", line, err)
+		}
+		rks = append(rks, ev.RoutingKey)
+	}
+	want := "completed.alima completed.ana%2Elima notify.ana%2Elima request.alima request.ana%2Elima verify.ana%2Elima"
+	if got := strings.Join(sorted(rks), " "); got != want {
+		t.Fatalf("event log keys = %s, want %s", got, want)
+	}
+}
+
+// TestEngineDeadLetters sends bodies that can never succeed: each lands in
+// the dead-letter queue with headers naming the pipeline and the reason,
+// and the engine goes on with good messages.
+func TestEngineDeadLetters(t *testing.T) {
+	le := startEngine(t)
+	conn := dialTest(t)
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string]string{"request.x": "not json", "request.y": `["a"]`}
+	for k, body := range bad {
+		if err := ch.PublishWithContext(context.Background(), le.exchange, k, false, false,
+			amqp.Publishing{Body: []byte(body), MessageId: "bad-" + k}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if reply := le.request(t, "bob", "bob@example.org"); reply["success"] != true {
+		t.Fatalf("a good request after bad ones: %v", reply)
+	}
+
+	dlq := le.cfg.Broker.QueuePrefix + le.cfg.Broker.DeadLetter
+	reasons := map[string]string{} // pipeline/key → reason
+	deadline := time.Now().Add(10 * time.Second)
+	for len(reasons) < 4 && time.Now().Before(deadline) {
+		d, ok, err := ch.Get(dlq, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		reasons[fmt.Sprint(d.Headers[engine.HeaderPipeline], "/", d.RoutingKey)] = fmt.Sprint(d.Headers[engine.HeaderReason])
+	}
+	// Each body reaches two pipelines (get_next_uid_gid and event_log),
+	// and both refuse it.
+	for _, k := range []string{"get_next_uid_gid/request.x", "event_log/request.x",
+		"get_next_uid_gid/request.y", "event_log/request.y"} {
+		if !strings.Contains(reasons[k], "not a JSON object") {
+			t.Errorf("dead letter %s: reason %q", k, reasons[k])
+		}
+	}
+}
+
+// TestEngineConcurrentRequests covers C15: many requests at once, each
+// step publishing from inside its handler under confirms, all complete
+// with distinct ids and no deadlock.
+func TestEngineConcurrentRequests(t *testing.T) {
+	le := startEngine(t)
+	const n = 200
+	var wg sync.WaitGroup
+	uids := make(chan any, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			user := fmt.Sprintf("user%03d", i)
+			reply := le.request(t, user, user+"@example.org")
+			if reply["success"] != true {
+				t.Errorf("%s: %v", user, reply)
+			}
+			uids <- reply["uid"]
+		}(i)
+	}
+	wg.Wait()
+	close(uids)
+	seen := map[any]bool{}
+	for u := range uids {
+		if seen[u] {
+			t.Fatalf("uid %v handed out twice", u)
+		}
+		seen[u] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct uids, want %d", len(seen), n)
+	}
+}
+
+// TestStartupChecksPublishExchange covers C16 at startup: a publish step
+// that names a missing exchange stops the engine with one clear line.
+func TestStartupChecksPublishExchange(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(dir+"/p.hcl", []byte(`
+broker { exchange = "regflow-test-c16" }
+message { username = string }
+pipeline "typo" {
+  on = ["x.*"]
+  publish "out" {
+    exchange    = "RegUsrr"
+    routing_key = "y.z"
+  }
+}`), 0o644)
+	cfg, _, diags := engine.Load([]string{dir}, actions.Registry())
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	conn := dialTest(t)
+	err := engine.DeclareTopology(conn, cfg)
+	if err == nil || !strings.Contains(err.Error(), "exchange RegUsrr not found in vhost /") {
+		t.Fatalf("DeclareTopology = %v", err)
+	}
+	ch, _ := conn.Channel()
+	ch.QueueDelete("typo", false, false, false)
+	ch.QueueDelete("regflow-test-c16.dead", false, false, false)
+	ch.ExchangeDelete("regflow-test-c16", false, false)
+	ch.ExchangeDelete("regflow-test-c16.dead", false, false)
+}
+
+func sorted(s []string) []string {
+	out := append([]string(nil), s...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,96 @@
+package engine_test
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"regflow/actions"
+	"regflow/engine"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// TestDiagnosticsGolden loads each directory under testdata/diag and
+// compares every diagnostic, one per line as file:line:col: summary:
+// detail, with NAME.golden beside the directory.
+func TestDiagnosticsGolden(t *testing.T) {
+	dirs, err := filepath.Glob("testdata/diag/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range dirs {
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			continue
+		}
+		name := filepath.Base(dir)
+		golden := dir + ".golden"
+		if _, err := os.Stat(golden); os.IsNotExist(err) && !*update {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			_, _, diags := engine.Load([]string{dir}, actions.Registry())
+			got := formatDiags(dir, diags)
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != string(want) {
+				t.Errorf("diagnostics differ from %s (run go test -run Golden -update to accept)\n--- got\n%s--- want\n%s",
+					golden, got, want)
+			}
+		})
+	}
+}
+
+func formatDiags(dir string, diags hcl.Diagnostics) string {
+	var b strings.Builder
+	for _, d := range diags {
+		sev := "error"
+		if d.Severity == hcl.DiagWarning {
+			sev = "warning"
+		}
+		loc := "-"
+		if d.Subject != nil {
+			rel, _ := filepath.Rel(dir, d.Subject.Filename)
+			loc = fmt.Sprintf("%s:%d:%d", rel, d.Subject.Start.Line, d.Subject.Start.Column)
+		}
+		fmt.Fprintf(&b, "%s: %s: %s: %s\n", loc, sev, d.Summary, d.Detail)
+	}
+	return b.String()
+}
+
+// TestLoadNothingHalfLoaded checks that a configuration with any error
+// yields no Config at all, and that a good one loads every pipeline.
+func TestLoadNothingHalfLoaded(t *testing.T) {
+	cfg, files, diags := engine.Load([]string{"testdata/diag/c17"}, actions.Registry())
+	if cfg != nil || !diags.HasErrors() {
+		t.Fatalf("Load(c17) = %v, %v; want no config and errors", cfg, diags)
+	}
+	if len(files) != 1 {
+		t.Fatalf("Load returned %d sources, want 1 to print diagnostics with", len(files))
+	}
+	cfg, _, diags = engine.Load([]string{"../pipelines"}, actions.Registry())
+	if diags.HasErrors() {
+		t.Fatalf("pipelines/: %v", diags)
+	}
+	var names []string
+	for _, p := range cfg.Pipelines {
+		names = append(names, fmt.Sprintf("%s(%d+%d)", p.Name, len(p.Steps), len(p.OnFailure)))
+	}
+	want := "get_next_uid_gid(3+1) provision(3+1) notify(3+0) event_log(1+0)"
+	if got := strings.Join(names, " "); got != want {
+		t.Fatalf("pipelines = %s, want %s", got, want)
+	}
+}

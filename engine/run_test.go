@@ -1,0 +1,409 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// testAction is a configurable action for runner tests: it counts its
+// calls, fails as told, and sets a field.
+type testAction struct {
+	calls     atomic.Int32
+	failFirst int    // the first failFirst calls fail transiently
+	fail      string // always fail permanently with this text
+	panicMsg  string
+	sleep     time.Duration
+	set       string
+}
+
+func (a *testAction) Run(ctx context.Context, c *Call) error {
+	n := int(a.calls.Add(1))
+	switch {
+	case a.panicMsg != "":
+		panic(a.panicMsg)
+	case a.fail != "":
+		return Permanent(errors.New(a.fail))
+	case n <= a.failFirst:
+		return Transient(fmt.Errorf("hiccup %d", n))
+	case a.sleep > 0:
+		select {
+		case <-time.After(a.sleep):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if a.set != "" {
+		c.Set(a.set, n)
+	}
+	c.Notef("call %d", n)
+	return nil
+}
+
+// testRegistry registers one "step" action whose behaviour comes from the
+// acts map, keyed by step name.
+func testRegistry(acts map[string]*testAction) *Registry {
+	return NewRegistry(&ActionSpec{
+		Name: "step",
+		Attrs: []AttrSpec{
+			{Name: "sets", Kind: AttrString},
+		},
+		Adds: func(c *StepConfig) Schema {
+			if f := c.String("sets", ""); f != "" {
+				return Schema{f: TypeInteger}
+			}
+			return nil
+		},
+		New: func(c *StepConfig) (Action, error) {
+			a := acts[c.Step]
+			if a == nil {
+				a = &testAction{}
+				acts[c.Step] = a
+			}
+			a.set = c.String("sets", "")
+			return a, nil
+		},
+	}, &ActionSpec{
+		Name:  "emit",
+		Attrs: []AttrSpec{{Name: "key", Kind: AttrTemplate, Required: true}},
+		New: func(c *StepConfig) (Action, error) {
+			key := c.Template("key")
+			return ActionFunc(func(ctx context.Context, call *Call) error {
+				k, err := call.Render(key)
+				if err != nil {
+					return err
+				}
+				return call.Publish(ctx, "RegUsr", k, call.Msg)
+			}), nil
+		},
+	})
+}
+
+type recordingPublisher struct {
+	keys []string
+}
+
+func (p *recordingPublisher) Publish(ctx context.Context, o *Outgoing) error {
+	p.keys = append(p.keys, o.RoutingKey)
+	return nil
+}
+
+// loadTest writes src to a file and loads it with the test registry.
+func loadTest(t *testing.T, src string, acts map[string]*testAction) (*Config, *Runner, *recordingPublisher) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "p.hcl"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, diags := Load([]string{dir}, testRegistry(acts))
+	if diags.HasErrors() {
+		t.Fatalf("load: %v", diags)
+	}
+	store, err := OpenStore(filepath.Join(dir, "store.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	pub := &recordingPublisher{}
+	svc := &Services{Store: store, Publisher: pub, Root: dir,
+		Logger: slog.New(slog.DiscardHandler)}
+	return cfg, NewRunner(cfg, svc), pub
+}
+
+func handle(t *testing.T, r *Runner, body string) *Result {
+	t.Helper()
+	res, err := r.Handle(context.Background(), r.Config.Pipelines[0],
+		&Delivery{RoutingKey: "request.ana", MessageID: "m1", Body: []byte(body)})
+	if err != nil {
+		t.Fatalf("Handle: %v", err)
+	}
+	return res
+}
+
+func statuses(res *Result) string {
+	var s []string
+	for _, st := range res.Steps {
+		x := st.Step + "=" + st.Status
+		if st.Replayed {
+			x += "(replayed)"
+		}
+		s = append(s, x)
+	}
+	return strings.Join(s, " ")
+}
+
+const chainSrc = `
+message {
+  username  = string
+  queuename = string
+}
+pipeline "p" {
+  on = ["request.*"]
+  step "a" { sets = "count_a" }
+  step "b" { on_error = "continue" }
+  step "c" { when = "msg.username != 'skip'" }
+  step "d" {}
+  on_failure {
+    emit "reply" { key = "completed.{{ msg.queuename }}" }
+  }
+}
+`
+
+func TestChainOrderAndErrors(t *testing.T) {
+	acts := map[string]*testAction{"b": {fail: "list server down"}, "d": {fail: "disk full"}}
+	_, r, pub := loadTest(t, chainSrc, acts)
+	res := handle(t, r, `{"username":"ana","queuename":"ana"}`)
+
+	if got, want := statuses(res), "a=ok b=failed c=ok d=failed reply=ok"; got != want {
+		t.Fatalf("steps = %s, want %s", got, want)
+	}
+	want := []string{"b: list server down", "d: disk full"}
+	if got := res.Errmsg(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("errmsg = %q, want %q", got, want)
+	}
+	if res.Msg[FieldSuccess] != false || !res.Failed {
+		t.Fatalf("success = %v, failed = %v; want false, true", res.Msg[FieldSuccess], res.Failed)
+	}
+	if res.Msg["count_a"] != 1 {
+		t.Fatalf("count_a = %v, want 1: later steps see what earlier ones set", res.Msg["count_a"])
+	}
+	if !reflect.DeepEqual(pub.keys, []string{"completed.ana"}) {
+		t.Fatalf("published %v, want [completed.ana] from on_failure", pub.keys)
+	}
+	if res.DeadLetter != "" {
+		t.Fatalf("dead letter %q: on_failure handled the failure", res.DeadLetter)
+	}
+}
+
+func TestWhenSkips(t *testing.T) {
+	acts := map[string]*testAction{}
+	_, r, _ := loadTest(t, chainSrc, acts)
+	res := handle(t, r, `{"username":"skip","queuename":"skip"}`)
+	if got, want := statuses(res), "a=ok b=ok c=skipped d=ok"; got != want {
+		t.Fatalf("steps = %s, want %s", got, want)
+	}
+	if acts["c"].calls.Load() != 0 {
+		t.Fatal("a skipped step ran")
+	}
+	if res.Msg[FieldSuccess] != true || len(res.Errmsg()) != 0 {
+		t.Fatalf("success = %v, errmsg = %v", res.Msg[FieldSuccess], res.Errmsg())
+	}
+}
+
+// TestRedeliveryReplays checks the journal: a message handled twice runs
+// each step once; the second time every result, the fields it set and
+// the errmsg entries included, comes from the journal.
+func TestRedeliveryReplays(t *testing.T) {
+	acts := map[string]*testAction{"b": {fail: "list server down"}}
+	_, r, pub := loadTest(t, chainSrc, acts)
+	first := handle(t, r, `{"username":"ana","queuename":"ana"}`)
+	second := handle(t, r, `{"username":"ana","queuename":"ana"}`)
+
+	for name, a := range acts {
+		if n := a.calls.Load(); n != 1 {
+			t.Errorf("step %s ran %d times, want 1", name, n)
+		}
+	}
+	if got, want := statuses(second), "a=ok(replayed) b=failed(replayed) c=ok(replayed) d=ok(replayed)"; got != want {
+		t.Fatalf("second delivery: %s, want %s", got, want)
+	}
+	if !reflect.DeepEqual(first.Msg, second.Msg) {
+		t.Fatalf("replayed message differs:\n%v\n%v", first.Msg, second.Msg)
+	}
+	if len(pub.keys) != 0 {
+		t.Fatalf("published %v; nothing should be", pub.keys)
+	}
+}
+
+func TestRetryTransient(t *testing.T) {
+	src := `
+message { username = string }
+pipeline "p" {
+  on = ["#"]
+  step "flaky" {
+    retry {
+      attempts = 3
+      backoff  = "1ms"
+    }
+  }
+  step "once" {}
+}`
+	acts := map[string]*testAction{"flaky": {failFirst: 2}}
+	_, r, _ := loadTest(t, src, acts)
+	res := handle(t, r, `{"username":"ana"}`)
+	if res.Steps[0].Status != StepOK || res.Steps[0].Attempts != 3 {
+		t.Fatalf("flaky: %s after %d attempts, want ok after 3", res.Steps[0].Status, res.Steps[0].Attempts)
+	}
+
+	acts2 := map[string]*testAction{"flaky": {failFirst: 5}}
+	_, r2, _ := loadTest(t, src, acts2)
+	res = handle(t, r2, `{"username":"ana"}`)
+	if res.Steps[0].Status != StepFailed || acts2["flaky"].calls.Load() != 3 {
+		t.Fatalf("flaky: %s after %d calls, want failed after 3", res.Steps[0].Status, acts2["flaky"].calls.Load())
+	}
+	if got := res.Errmsg(); len(got) != 1 || got[0] != "flaky: hiccup 3" {
+		t.Fatalf("errmsg = %q", got)
+	}
+}
+
+func TestPermanentNotRetried(t *testing.T) {
+	src := `
+message { username = string }
+pipeline "p" {
+  on = ["#"]
+  step "auth" {
+    retry {
+      attempts = 5
+      backoff  = "1ms"
+    }
+  }
+}`
+	acts := map[string]*testAction{"auth": {fail: "535 authentication failed"}}
+	_, r, _ := loadTest(t, src, acts)
+	res := handle(t, r, `{"username":"ana"}`)
+	if n := acts["auth"].calls.Load(); n != 1 {
+		t.Fatalf("a permanent error was tried %d times, want 1", n)
+	}
+	if !strings.Contains(res.DeadLetter, "no on_failure") {
+		t.Fatalf("dead letter = %q; a failure nothing handles is dead-lettered", res.DeadLetter)
+	}
+}
+
+func TestTimeoutAndPanic(t *testing.T) {
+	src := `
+message { username = string }
+pipeline "p" {
+  on = ["#"]
+  step "slow" {
+    timeout  = "20ms"
+    on_error = "continue"
+  }
+  step "boom" { on_error = "continue" }
+  step "after" {}
+}`
+	acts := map[string]*testAction{"slow": {sleep: 5 * time.Second}, "boom": {panicMsg: "nil map"}}
+	_, r, _ := loadTest(t, src, acts)
+	start := time.Now()
+	res := handle(t, r, `{"username":"ana"}`)
+	if time.Since(start) > 2*time.Second {
+		t.Fatal("the step timeout did not stop the slow step")
+	}
+	errs := res.Errmsg()
+	if len(errs) != 2 || !strings.HasPrefix(errs[0], "slow: timed out after 20ms") ||
+		errs[1] != "boom: internal error in step: nil map" {
+		t.Fatalf("errmsg = %q", errs)
+	}
+	if res.Steps[2].Status != StepOK {
+		t.Fatalf("the engine did not go on after a panic: %s", statuses(res))
+	}
+}
+
+// TestRuntimeExprError covers C19: an expr error at run time fails the
+// step with an errmsg; it does not crash the engine.
+func TestRuntimeExprError(t *testing.T) {
+	src := `
+message {
+  username = string
+  uid      = integer
+}
+pipeline "p" {
+  on = ["#"]
+  step "big" {
+    when     = "msg.uid > 10000"
+    on_error = "continue"
+  }
+}`
+	_, r, _ := loadTest(t, src, map[string]*testAction{})
+	res := handle(t, r, `{"username":"ana"}`)
+	errs := res.Errmsg()
+	if len(errs) != 1 || !strings.Contains(errs[0], "big: when: msg.uid > 10000: invalid operation: <nil> > int") {
+		t.Fatalf("errmsg = %q", errs)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	src := `
+message {
+  username  = string
+  queuename = string
+  uid       = number
+}
+pipeline "p" {
+  on = ["#"]
+  step "a" {}
+  on_failure {
+    emit "reply" { key = "completed.{{ msg.queuename }}" }
+  }
+}`
+	acts := map[string]*testAction{}
+	_, r, pub := loadTest(t, src, acts)
+
+	res := handle(t, r, `[1,2]`)
+	if !strings.Contains(res.Refused, "not a JSON object") || res.DeadLetter == "" {
+		t.Fatalf("array body: refused %q, dead letter %q", res.Refused, res.DeadLetter)
+	}
+	res = handle(t, r, `{"username":"ana","queuename":"ana","uid":"10042"}`)
+	if res.Refused != "uid: expected number, got string" {
+		t.Fatalf("refused = %q", res.Refused)
+	}
+	if got := res.Errmsg(); !reflect.DeepEqual(got, []string{"uid: expected number, got string"}) {
+		t.Fatalf("errmsg = %q", got)
+	}
+	if !reflect.DeepEqual(pub.keys, []string{"completed.ana"}) {
+		t.Fatalf("published %v: the sender must get its completed.<q>", pub.keys)
+	}
+	if acts["a"].calls.Load() != 0 {
+		t.Fatal("a step ran for a refused message")
+	}
+
+	r.Config.Broker.MaxBody = 1024
+	res = handle(t, r, `{"username":"`+strings.Repeat("a", 2000)+`"}`)
+	if !strings.Contains(res.Refused, "limit is 1024") {
+		t.Fatalf("huge body: refused %q", res.Refused)
+	}
+}
+
+// TestOnceAcrossMessages covers the once key (C12): two different
+// messages for the same user run a once step once; the second replays.
+func TestOnceAcrossMessages(t *testing.T) {
+	src := `
+message { username = string }
+pipeline "p" {
+  on = ["#"]
+  step "welcome" { once = "welcome:{{ msg.username }}" }
+}`
+	acts := map[string]*testAction{}
+	_, r, _ := loadTest(t, src, acts)
+	for i, id := range []string{"m1", "m2"} {
+		res, err := r.Handle(context.Background(), r.Config.Pipelines[0],
+			&Delivery{RoutingKey: "k", MessageID: id, Body: []byte(`{"username":"ana"}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Steps[0].Replayed != (i == 1) {
+			t.Fatalf("message %d: replayed = %v", i+1, res.Steps[0].Replayed)
+		}
+	}
+	if n := acts["welcome"].calls.Load(); n != 1 {
+		t.Fatalf("welcome ran %d times, want 1", n)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	r := Retry{Attempts: 10, Backoff: 100 * time.Millisecond, MaxBackoff: time.Second}
+	for n, max := range map[int]time.Duration{1: 100 * time.Millisecond, 2: 200 * time.Millisecond,
+		4: 800 * time.Millisecond, 8: time.Second} {
+		d := backoff(r, n)
+		if d > max || d < max*3/4 {
+			t.Errorf("backoff after attempt %d = %s, want between %s and %s", n, d, max*3/4, max)
+		}
+	}
+}

@@ -1,0 +1,8 @@
+message {
+  username = string
+}
+
+pipeline "log" {
+  on = ["#"]
+  log_event "log" {}
+}

@@ -1,0 +1,8 @@
+message {
+  email = string
+}
+
+pipeline "log" {
+  on = ["#"]
+  log_event "log" {}
+}

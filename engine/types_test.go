@@ -1,0 +1,121 @@
+package engine
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+func TestDecodeMessage(t *testing.T) {
+	cases := []struct {
+		name, body string
+		want       Message
+		err        string
+	}{
+		{"object", `{"username":"ana.lima","uid":10042,"ratio":0.5,"ok":true,"lists":["a"]}`,
+			Message{"username": "ana.lima", "uid": 10042, "ratio": 0.5, "ok": true, "lists": []any{"a"}}, ""},
+		{"integral float", `{"uid":10042.0}`, Message{"uid": 10042}, ""},
+		{"big number stays exact", `{"uid":4294967296}`, Message{"uid": 4294967296}, ""},
+		{"not an object", `["a"]`, nil, "not a JSON object"},
+		{"string", `"x"`, nil, "not a JSON object"},
+		{"empty", `  `, nil, "body is empty"},
+		{"broken", `{"a":`, nil, "not valid JSON"},
+		{"trailing data", `{"a":1} {"b":2}`, nil, "data after the JSON object"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := DecodeMessage([]byte(c.body))
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("error = %v, want one containing %q", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, c.want) {
+				t.Fatalf("got %#v, want %#v", got, c.want)
+			}
+		})
+	}
+}
+
+// TestSchemaCheck covers C6 and C7: a uid sent as a string is refused
+// naming the field and both types; a uid past 2^32-2 is out of range.
+func TestSchemaCheck(t *testing.T) {
+	s := Schema{
+		"uid":      TypeNumber,
+		"gid":      IntegerIn(0, 4294967294),
+		"username": TypeString,
+		"lists":    TypeStringList,
+		"ok":       TypeBool,
+	}
+	cases := []struct {
+		name, body string
+		want       []string
+	}{
+		{"C6 uid as string", `{"uid":"10042"}`, []string{"uid: expected number, got string"}},
+		{"C7 gid out of range", `{"gid":4294967296}`, []string{"gid: 4294967296 is out of range 0 to 4294967294"}},
+		{"gid fractional", `{"gid":1.5}`, []string{"gid: expected integer, got fractional number 1.5"}},
+		{"gid as string", `{"gid":"5"}`, []string{"gid: expected integer, got string"}},
+		{"list element", `{"lists":["a",3]}`, []string{"lists: element 1: expected string, got number"}},
+		{"bool", `{"ok":"yes"}`, []string{"ok: expected bool, got string"}},
+		{"several, in field order", `{"username":5,"uid":"x"}`,
+			[]string{"uid: expected number, got string", "username: expected string, got number"}},
+		{"null is absent", `{"uid":null}`, nil},
+		{"undeclared fields pass", `{"color":"red"}`, nil},
+		{"valid", `{"uid":10042,"gid":10042,"username":"ana","lists":["a"],"ok":true}`, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			msg, err := DecodeMessage([]byte(c.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.Check(msg); !reflect.DeepEqual(got, c.want) {
+				t.Fatalf("Check = %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
+// TestNumbersInConditions covers C6 and C7: integers from JSON compare
+// equal to integer literals, also with in.
+func TestNumbersInConditions(t *testing.T) {
+	env := Schema{"uid": TypeNumber, "gid": TypeInteger}
+	for _, src := range []string{"msg.uid == 10042", "msg.uid in [10042]", "msg.uid > 10000",
+		"msg.gid == 10042", "msg.gid in [10042]"} {
+		p, d := compileCondition(src, hcl.Range{}, nil, env)
+		if d != nil {
+			t.Fatalf("%s: %s: %s", src, d.Summary, d.Detail)
+		}
+		msg, _ := DecodeMessage([]byte(`{"uid":10042,"gid":10042}`))
+		ok, err := p.Bool(Env(msg, "k"))
+		if err != nil || !ok {
+			t.Errorf("%s = %v, %v; want true", src, ok, err)
+		}
+	}
+}
+
+func TestAssignable(t *testing.T) {
+	cases := []struct {
+		a, b FieldType
+		want bool
+	}{
+		{TypeInteger, TypeNumber, true},
+		{TypeNumber, TypeInteger, false},
+		{IntegerIn(10001, 19999), IntegerIn(0, 4294967294), true},
+		{TypeInteger, IntegerIn(0, 10), false},
+		{TypeStringList, ListOf(TypeAny), true},
+		{TypeString, TypeAny, true},
+		{TypeString, TypeBool, false},
+	}
+	for _, c := range cases {
+		if got := c.a.AssignableTo(c.b); got != c.want {
+			t.Errorf("%s assignable to %s = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+}
