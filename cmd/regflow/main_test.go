@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestValidateExitCodes(t *testing.T) {
+	code, out, _ := runCLI(t, "validate", "../../pipelines")
+	if code != 0 || !strings.HasPrefix(out, "ok: 4 pipelines, 12 steps") {
+		t.Fatalf("validate pipelines: exit %d, %q", code, out)
+	}
+	code, out, _ = runCLI(t, "validate", "../../examples.hcl")
+	if code != 0 || !strings.HasPrefix(out, "ok: 2 pipelines") {
+		t.Fatalf("validate examples.hcl: exit %d, %q", code, out)
+	}
+	code, _, errOut := runCLI(t, "validate", "../../engine/testdata/diag/c17")
+	if code != 1 {
+		t.Fatalf("validate c17: exit %d, want 1", code)
+	}
+	for _, want := range []string{
+		"pipeline.hcl line 10", "Attribute redefined",
+		`Did you mean "when"?`, "Duplicate step name", "3 errors, 0 warnings",
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("validate output lacks %q:\n%s", want, errOut)
+		}
+	}
+	if code, _, _ := runCLI(t, "validate"); code != 2 {
+		t.Fatalf("validate without paths: exit %d, want 2", code)
+	}
+	if code, _, _ := runCLI(t, "frobnicate"); code != 2 {
+		t.Fatalf("unknown command: exit %d, want 2", code)
+	}
+}
+
+func TestValidateJSON(t *testing.T) {
+	code, out, _ := runCLI(t, "validate", "--json", "../../engine/testdata/diag/c19")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	var diags []struct {
+		Severity, Summary, Detail, File string
+		Start                           struct{ Line, Column int }
+	}
+	if err := json.Unmarshal([]byte(out), &diags); err != nil {
+		t.Fatalf("output is not JSON: %v\n%s", err, out)
+	}
+	if len(diags) != 4 || diags[0].Summary != "Unknown message field" || diags[0].Start.Line != 12 ||
+		diags[0].Start.Column != 17 || !strings.HasSuffix(diags[0].File, "pipeline.hcl") ||
+		diags[0].Severity != "error" {
+		t.Fatalf("diagnostics = %+v", diags)
+	}
+}
+
+func TestSimulate(t *testing.T) {
+	msg := filepath.Join(t.TempDir(), "m.json")
+	os.WriteFile(msg, []byte(`{"username":"ana.lima","queuename":"ana%2Elima","email":"ana.lima@example.org",`+
+		`"fullname":"Ana Lima","reason":"thesis"}`), 0o644)
+	code, out, errOut := runCLI(t, "simulate", "../../pipelines", "--key", "request.ana%2Elima", msg)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"→ request.ana%2Elima  (input)",
+		"uid 10001, gid 10001",
+		"→ verify.ana%2Elima  (from get_next_uid_gid/verify)",
+		"→ completed.ana%2Elima  (from provision/done)",
+		"mailed ana.lima@example.org: Your research computing account ana.lima",
+		"→ notify.ana%2Elima  (from notify/notified)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("trace lacks %q:\n%s", want, out)
+		}
+	}
+
+	code, out, _ = runCLI(t, "simulate", "--json", "--key", "request.ana%2Elima", "../../pipelines", msg)
+	if code != 0 {
+		t.Fatalf("--json: exit %d", code)
+	}
+	var trace struct {
+		Hops []struct {
+			RoutingKey string `json:"routing_key"`
+			Pipelines  []struct {
+				Pipeline string
+				Status   string
+				Message  map[string]any
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &trace); err != nil {
+		t.Fatal(err)
+	}
+	if len(trace.Hops) != 4 || trace.Hops[2].RoutingKey != "completed.ana%2Elima" {
+		t.Fatalf("hops = %+v", trace.Hops)
+	}
+	if m := trace.Hops[0].Pipelines[0].Message; m["uid"] != 10001.0 || trace.Hops[0].Pipelines[0].Status != "ok" {
+		t.Fatalf("first hop: %+v", trace.Hops[0].Pipelines[0])
+	}
+
+	if code, _, _ := runCLI(t, "simulate", "../../pipelines", msg); code != 2 {
+		t.Fatalf("simulate without --key: exit %d, want 2", code)
+	}
+	code, _, errOut = runCLI(t, "simulate", "../../pipelines", "--key", "request.*", msg)
+	if code != 1 || !strings.Contains(errOut, "wildcard") {
+		t.Fatalf("simulate with a wildcard key: exit %d, %s", code, errOut)
+	}
+}
+
+func TestParseArgsInterspersed(t *testing.T) {
+	fs := newFlagSet("x", "x", &bytes.Buffer{})
+	k := fs.String("key", "", "")
+	j := fs.Bool("json", false, "")
+	pos, err := parseArgs(fs, []string{"a", "--key", "k", "b", "--json", "c"})
+	if err != nil || *k != "k" || !*j || strings.Join(pos, ",") != "a,b,c" {
+		t.Fatalf("pos=%v key=%q json=%v err=%v", pos, *k, *j, err)
+	}
+}
