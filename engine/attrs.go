@@ -427,7 +427,7 @@ func (d *decoder) decodeMap(spec AttrSpec, a *hcl.Attribute, schema Schema) (any
 		}
 		if first, dup := seen[key]; dup {
 			diags = append(diags, diag(kv.Key.Range(), "Duplicate key",
-				fmt.Sprintf("The key %q was already set at %s.", key, first)))
+				fmt.Sprintf("The key %q was already set at %s.", key, at(first))))
 			continue
 		}
 		seen[key] = kv.Key.Range()

@@ -114,6 +114,25 @@ type liveEngine struct {
 	dir      string
 	cancel   context.CancelFunc
 	done     chan error
+	logs     *syncBuffer
+}
+
+// syncBuffer collects log output from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func startEngine(t *testing.T, paths ...string) *liveEngine {
@@ -134,10 +153,12 @@ func startEngine(t *testing.T, paths ...string) *liveEngine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	svc := &engine.Services{Store: store, Mailer: &engine.Outbox{Dir: dir + "/var/outbox"}, Root: dir,
 		Commands: engine.OSCommands{}, Logger: log}
-	le := &liveEngine{cfg: cfg, svc: svc, exchange: cfg.Broker.Exchange, dir: dir, done: make(chan error, 1)}
+	le := &liveEngine{cfg: cfg, svc: svc, exchange: cfg.Broker.Exchange, dir: dir, done: make(chan error, 1),
+		logs: logs}
 	le.eng = engine.NewEngine(cfg, amqpURL(), svc)
 	ctx, cancel := context.WithCancel(context.Background())
 	le.cancel = cancel
@@ -352,6 +373,39 @@ pipeline "typo" {
 	ch.QueueDelete("regflow-test-c16.dead", false, false, false)
 	ch.ExchangeDelete("regflow-test-c16", false, false)
 	ch.ExchangeDelete("regflow-test-c16.dead", false, false)
+}
+
+// TestEngineWarnsUnencodedDot covers C1 on the broker: a request whose key
+// still has the username's dot reaches only the event log, and the engine
+// warns that no pipeline consumed it instead of letting it vanish.
+func TestEngineWarnsUnencodedDot(t *testing.T) {
+	le := startEngine(t)
+	conn := dialTest(t)
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"username":"ana.lima","queuename":"ana.lima","email":"a@example.org","fullname":"Ana"}`
+	if err := ch.PublishWithContext(context.Background(), le.exchange, "request.ana.lima", false, false,
+		amqp.Publishing{Body: []byte(body)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(le.logs.String(), "no pipeline consumed this message") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning; logs:\n%s", le.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	logs := le.logs.String()
+	if !strings.Contains(logs, "routing_key=request.ana.lima") || !strings.Contains(logs, `near="get_next_uid_gid binds request.*"`) {
+		t.Fatalf("warning lacks the key or the near binding:\n%s", logs)
+	}
+	le.stop(t)
+	log, _ := os.ReadFile(le.dir + "/var/log/user_reg.log")
+	if !strings.Contains(string(log), `"routing_key":"request.ana.lima"`) {
+		t.Fatalf("the event log did not record the message:\n%s", log)
+	}
 }
 
 func sorted(s []string) []string {

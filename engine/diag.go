@@ -1,7 +1,10 @@
 package engine
 
 import (
+	"fmt"
 	"io"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/hashicorp/hcl/v2"
 )
@@ -41,8 +44,78 @@ func DiagsJSON(diags hcl.Diagnostics) []DiagJSON {
 	return out
 }
 
-// WriteDiags prints diagnostics for people: file:line:col, summary, the
-// source line with the range underlined, and the detail.
+// WriteDiags prints diagnostics for people: file:line:col, severity and
+// summary on one line, then the source line with the range underlined,
+// then the detail that says the fix.
+//
+//	pipeline.hcl:14:5: error: Unsupported argument
+//	   14 |     condtion = "msg.reason != 'test'"
+//	      |     ^^^^^^^^
+//	  An argument named "condtion" is not expected here. Did you mean "when"?
 func WriteDiags(w io.Writer, files Sources, diags hcl.Diagnostics) error {
-	return hcl.NewDiagnosticTextWriter(w, files, 100, false).WriteDiagnostics(diags)
+	var b strings.Builder
+	for _, d := range diags {
+		sev := "error"
+		if d.Severity == hcl.DiagWarning {
+			sev = "warning"
+		}
+		r := d.Subject
+		if r == nil {
+			fmt.Fprintf(&b, "%s: %s\n", sev, d.Summary)
+		} else {
+			fmt.Fprintf(&b, "%s:%d:%d: %s: %s\n", r.Filename, r.Start.Line, r.Start.Column, sev, d.Summary)
+			if f := files[r.Filename]; f != nil {
+				writeSnippet(&b, f.Bytes, *r)
+			}
+		}
+		for _, line := range wrap(d.Detail, 96) {
+			fmt.Fprintf(&b, "  %s\n", line)
+		}
+		b.WriteString("\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeSnippet prints the first line of r with carets under the range.
+func writeSnippet(b *strings.Builder, src []byte, r hcl.Range) {
+	lines := strings.Split(string(src), "\n")
+	if r.Start.Line < 1 || r.Start.Line > len(lines) {
+		return
+	}
+	line := strings.ReplaceAll(strings.TrimRight(lines[r.Start.Line-1], "\r"), "\t", " ")
+	width := utf8.RuneCountInString(line)
+	from := r.Start.Column - 1
+	to := r.End.Column - 1
+	if r.End.Line != r.Start.Line {
+		to = width
+	}
+	if from > width {
+		from = width
+	}
+	if to <= from {
+		to = from + 1
+	}
+	fmt.Fprintf(b, "%5d | %s\n", r.Start.Line, line)
+	fmt.Fprintf(b, "      | %s%s\n", strings.Repeat(" ", from), strings.Repeat("^", to-from))
+}
+
+// wrap breaks text into lines of at most width characters at spaces.
+func wrap(text string, width int) []string {
+	var lines []string
+	for _, para := range strings.Split(text, "\n") {
+		line := ""
+		for _, word := range strings.Fields(para) {
+			if line != "" && utf8.RuneCountInString(line)+1+utf8.RuneCountInString(word) > width {
+				lines = append(lines, line)
+				line = ""
+			}
+			if line != "" {
+				line += " "
+			}
+			line += word
+		}
+		lines = append(lines, line)
+	}
+	return lines
 }

@@ -154,7 +154,9 @@ func (l *loader) load(files []string) (*Config, hcl.Diagnostics) {
 			if first, dup := seen[name]; dup {
 				l.errorf(b.LabelRanges[0], "Duplicate pipeline",
 					"A pipeline named %q was already defined at %s. Pipeline names become queue names and must be unique.",
-					name, first)
+					name, at(first))
+				// Decode it anyway, to report what else is wrong in it.
+				l.decodePipeline(fb.dec, b)
 				continue
 			}
 			seen[name] = b.LabelRanges[0]
@@ -177,7 +179,7 @@ func (l *loader) load(files []string) (*Config, hcl.Diagnostics) {
 func (l *loader) singleton(b *hclsyntax.Block) bool {
 	if first, dup := l.firstBlock[b.Type]; dup {
 		l.errorf(b.TypeRange, "Duplicate "+b.Type+" block",
-			"A %s block was already defined at %s. Merge the two; there can be only one.", b.Type, first)
+			"A %s block was already defined at %s. Merge the two; there can be only one.", b.Type, at(first))
 		return false
 	}
 	l.firstBlock[b.Type] = b.TypeRange
@@ -387,7 +389,7 @@ func (l *loader) checkQueues() {
 		if first, dup := byQueue[p.Queue]; dup {
 			l.errorf(p.Range, "Duplicate queue",
 				"Pipelines %q and %q both use the queue %q (first at %s); each pipeline needs its own queue "+
-					"so that each gets its own copy of a message.", first.Name, p.Name, p.Queue, first.Range)
+					"so that each gets its own copy of a message.", first.Name, p.Name, p.Queue, at(first.Range))
 			continue
 		}
 		byQueue[p.Queue] = p
@@ -440,7 +442,7 @@ func (l *loader) decodePipeline(dec *decoder, b *hclsyntax.Block) *Pipeline {
 		if blk.Type == "on_failure" {
 			if failRange != nil {
 				l.errorf(blk.TypeRange, "Duplicate on_failure block",
-					"This pipeline already has an on_failure block at %s; put all its steps there.", *failRange)
+					"This pipeline already has an on_failure block at %s; put all its steps there.", at(*failRange))
 				continue
 			}
 			if len(blk.Labels) > 0 {
@@ -542,7 +544,7 @@ func (l *loader) explainLaterFields(diags hcl.Diagnostics, later []*hclsyntax.Bl
 			} else {
 				blk := later[k-1]
 				d.Detail = fmt.Sprintf("The field %q is set by step %q (%s) at %s, which runs after this "+
-					"one. Move this step below it.", m[1], stepName(blk), blk.Type, blk.TypeRange)
+					"one. Move this step below it.", m[1], stepName(blk), blk.Type, at(blk.TypeRange))
 			}
 			break
 		}
@@ -636,7 +638,7 @@ func (l *loader) decodeStep(dec *decoder, p *Pipeline, blk *hclsyntax.Block, spe
 	if first, dup := names[name]; dup {
 		l.errorf(nameRange, "Duplicate step name",
 			"A step named %q was already defined at %s. Step names identify results in the journal "+
-				"and errmsg, so each must be unique within its pipeline.", name, first)
+				"and errmsg, so each must be unique within its pipeline.", name, at(first))
 	} else {
 		names[name] = nameRange
 	}
@@ -687,7 +689,7 @@ func (l *loader) decodeStep(dec *decoder, p *Pipeline, blk *hclsyntax.Block, spe
 			continue
 		}
 		if retrySeen != nil {
-			l.errorf(rb.TypeRange, "Duplicate retry block", "This step already has a retry block at %s.", *retrySeen)
+			l.errorf(rb.TypeRange, "Duplicate retry block", "This step already has a retry block at %s.", at(*retrySeen))
 			continue
 		}
 		retrySeen = &rb.TypeRange
@@ -798,4 +800,9 @@ func sortDiags(diags hcl.Diagnostics) {
 		}
 		return a.Start.Byte < b.Start.Byte
 	})
+}
+
+// at formats where something stands as file:line:col.
+func at(r hcl.Range) string {
+	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
 }

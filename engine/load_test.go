@@ -94,3 +94,34 @@ func TestLoadNothingHalfLoaded(t *testing.T) {
 		t.Fatalf("pipelines = %s, want %s", got, want)
 	}
 }
+
+// TestIndentedHeredoc covers C18: a <<-EOT body indented four spaces,
+// with an empty line between paragraphs, renders without the indentation
+// and keeps the empty line.
+func TestIndentedHeredoc(t *testing.T) {
+	dir := t.TempDir()
+	src := "message {\n  fullname = string\n  email = string\n}\n" +
+		"pipeline \"mail\" {\n  on = [\"completed.*\"]\n" +
+		"  send_email \"welcome\" {\n    to = [\"{{ msg.email }}\"]\n    subject = \"Welcome\"\n" +
+		"    body = <<-EOT\n" +
+		"        Dear {{ msg.fullname }},\n" +
+		"\n" +
+		"        your account is ready.\n" +
+		"          Indented a little more.\n" +
+		"        Research Computing\n" +
+		"    EOT\n  }\n}\n"
+	os.WriteFile(filepath.Join(dir, "p.hcl"), []byte(src), 0o644)
+	cfg, _, diags := engine.Load([]string{dir}, actions.Registry())
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	body := cfg.Pipelines[0].Steps[0].Config.Template("body")
+	got, err := body.Render(engine.Env(engine.Message{"fullname": "Ana Lima"}, "completed.ana"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "Dear Ana Lima,\n\nyour account is ready.\n  Indented a little more.\nResearch Computing\n"
+	if got != want {
+		t.Fatalf("body = %q, want %q", got, want)
+	}
+}

@@ -30,8 +30,10 @@ func TestValidateExitCodes(t *testing.T) {
 		t.Fatalf("validate c17: exit %d, want 1", code)
 	}
 	for _, want := range []string{
-		"pipeline.hcl line 10", "Attribute redefined",
-		`Did you mean "when"?`, "Duplicate step name", "3 errors, 0 warnings",
+		"c17/pipeline.hcl:10:3: error: Attribute redefined\n   10 |   on = [\"verify.*\"]\n      |   ^^\n",
+		"c17/pipeline.hcl:14:5: error: Unsupported argument\n",
+		"      |     ^^^^^^^^\n  An argument named \"condtion\" is not expected here. Did you mean \"when\"?\n",
+		"c17/pipeline.hcl:17:13: error: Duplicate step name\n", "3 errors, 0 warnings",
 	} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("validate output lacks %q:\n%s", want, errOut)
