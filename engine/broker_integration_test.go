@@ -419,3 +419,50 @@ func sorted(s []string) []string {
 	}
 	return out
 }
+
+// TestEngineDrainsOnShutdown cancels the engine while a message is in the
+// middle of a slow step: Run waits for the chain to finish, its output is
+// published and the input acknowledged before Run returns nil.
+func TestEngineDrainsOnShutdown(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(dir+"/p.hcl", []byte(`
+broker {
+  exchange     = env("REGFLOW_EXCHANGE")
+  queue_prefix = env("REGFLOW_QUEUE_PREFIX")
+}
+message { username = string }
+pipeline "slow" {
+  on = ["slow.*"]
+  exec "wait" {
+    command = ["sleep", "1"]
+  }
+  publish "done" {
+    routing_key = "done.{{ msg.username }}"
+  }
+}`), 0o644)
+	le := startEngine(t, dir)
+	conn := dialTest(t)
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, _ := ch.QueueDeclare("", false, true, true, false, nil)
+	ch.QueueBind(q.Name, "done.*", le.exchange, false, nil)
+	ch.PublishWithContext(context.Background(), le.exchange, "slow.ana", false, false,
+		amqp.Publishing{Body: []byte(`{"username":"ana"}`)})
+	time.Sleep(300 * time.Millisecond) // the message is now inside "sleep 1"
+
+	start := time.Now()
+	le.stop(t)
+	if waited := time.Since(start); waited < 300*time.Millisecond {
+		t.Fatalf("Run returned after %s, before the step in flight finished", waited)
+	}
+	d, ok, err := ch.Get(q.Name, true)
+	if err != nil || !ok || d.RoutingKey != "done.ana" {
+		t.Fatalf("done.ana not published before shutdown: ok=%v err=%v", ok, err)
+	}
+	in, err := ch.QueueDeclarePassive(le.cfg.Pipelines[0].Queue, true, false, false, false, nil)
+	if err != nil || in.Messages != 0 {
+		t.Fatalf("input queue holds %d messages after the drain (err %v); want 0: it was acknowledged", in.Messages, err)
+	}
+}

@@ -125,3 +125,43 @@ func TestIndentedHeredoc(t *testing.T) {
 		t.Fatalf("body = %q, want %q", got, want)
 	}
 }
+
+// TestLoadFunctions covers env() and file(): file paths are relative to
+// the HCL file, env falls back to its default, and a missing variable
+// without a default is a diagnostic.
+func TestLoadFunctions(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "welcome.txt"), []byte("Hello {{ msg.username }}\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "p.hcl"), []byte(`
+mail { from = env("REGFLOW_TEST_FROM", "Default <d@example.org>") }
+message {
+  username = string
+  email    = string
+}
+pipeline "p" {
+  on = ["x.*"]
+  send_email "w" {
+    to      = ["{{ msg.email }}"]
+    subject = "hi"
+    body    = file("welcome.txt")
+  }
+}`), 0o644)
+	t.Setenv("REGFLOW_TEST_FROM", "Set <s@example.org>")
+	cfg, _, diags := engine.Load([]string{dir}, actions.Registry())
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if cfg.Mail.From != "Set <s@example.org>" {
+		t.Fatalf("mail.from = %q", cfg.Mail.From)
+	}
+	body, _ := cfg.Pipelines[0].Steps[0].Config.Template("body").Render(engine.Env(engine.Message{"username": "ana"}, ""))
+	if body != "Hello ana\n" {
+		t.Fatalf("body from file() = %q", body)
+	}
+
+	os.WriteFile(filepath.Join(dir, "p.hcl"), []byte(`store { path = env("REGFLOW_TEST_UNSET_VAR") }`), 0o644)
+	_, _, diags = engine.Load([]string{dir}, actions.Registry())
+	if !diags.HasErrors() || !strings.Contains(diags.Error(), "REGFLOW_TEST_UNSET_VAR is not set and no default was given") {
+		t.Fatalf("diags = %v", diags)
+	}
+}
