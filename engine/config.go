@@ -13,6 +13,25 @@ type Config struct {
 	Mail      MailConfig
 	Message   Schema // declared fields plus errmsg and success
 	Pipelines []*Pipeline
+	Consumers []*Consumer
+}
+
+// Consumer documents a program outside regflow that reads from the
+// exchange, such as the web form waiting for completed.<q>. regflow
+// declares nothing for it; validate and graph use it to know that a
+// published key has a reader.
+type Consumer struct {
+	Name        string
+	Description string
+	On          []string
+	Range       hcl.Range
+}
+
+// PublishingAction is implemented by actions that publish, so that
+// validate and graph can follow the routing.
+type PublishingAction interface {
+	Exchange() string
+	RoutingKey() *Template
 }
 
 // BrokerConfig is the broker block.
@@ -50,6 +69,16 @@ type Pipeline struct {
 	Steps                []*Step
 	OnFailure            []*Step
 	Range                hcl.Range
+}
+
+// catchAll reports whether the pipeline binds "#" alone.
+func (p *Pipeline) catchAll() bool {
+	for _, pat := range p.On {
+		if pat != "#" {
+			return false
+		}
+	}
+	return true
 }
 
 // Matches reports whether the pipeline binds routing key key.
@@ -164,6 +193,12 @@ var (
 			Doc: "Run the step once per rendered key across all messages, replaying the first result " +
 				"afterwards; for effects that must happen once per user, such as a welcome mail.",
 			Example: `once = "welcome:{{ msg.username }}"`},
+	}
+	consumerAttrs = []AttrSpec{
+		{Name: "on", Kind: AttrStrings, Required: true,
+			Doc:     "Routing-key patterns the outside program reads.",
+			Example: `on = ["completed.*", "notify.*"]`},
+		{Name: "description", Kind: AttrString, Doc: "What the program is."},
 	}
 	retryAttrs = []AttrSpec{
 		{Name: "attempts", Kind: AttrInt, Default: "1", Doc: "Total attempts for a transient error."},

@@ -42,11 +42,7 @@ func NewEngine(cfg *Config, url string, svc *Services) *Engine {
 	e.runner = NewRunner(cfg, svc)
 	e.log = svc.Logger
 	for _, p := range cfg.Pipelines {
-		all := true
-		for _, pat := range p.On {
-			all = all && pat == "#"
-		}
-		e.catchAll[p.Name] = all
+		e.catchAll[p.Name] = p.catchAll()
 	}
 	return e
 }

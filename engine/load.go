@@ -85,7 +85,7 @@ func (l *loader) errorf(rng hcl.Range, summary, format string, args ...any) {
 	l.diags = append(l.diags, diag(rng, summary, fmt.Sprintf(format, args...)))
 }
 
-var topBlocks = []string{"broker", "store", "mail", "message", "pipeline"}
+var topBlocks = []string{"broker", "store", "mail", "message", "pipeline", "consumer"}
 
 func (l *loader) load(files []string) (*Config, hcl.Diagnostics) {
 	l.cfg = &Config{
@@ -125,6 +125,8 @@ func (l *loader) load(files []string) (*Config, hcl.Diagnostics) {
 				}
 				l.decodeConfigBlock(fb.dec, b)
 			case "pipeline":
+			case "consumer":
+				l.decodeConsumer(fb.dec, b)
 			default:
 				detail := fmt.Sprintf("Blocks of type %q are not expected here.", b.Type)
 				if s := Suggest(b.Type, topBlocks); s != "" {
@@ -166,12 +168,51 @@ func (l *loader) load(files []string) (*Config, hcl.Diagnostics) {
 		}
 	}
 	l.checkQueues()
+	if !l.diags.HasErrors() {
+		l.lint()
+	}
 	sortDiags(l.diags)
 
 	if l.diags.HasErrors() {
 		return nil, l.diags
 	}
 	return l.cfg, l.diags
+}
+
+func (l *loader) decodeConsumer(dec *decoder, b *hclsyntax.Block) {
+	if len(b.Labels) != 1 {
+		l.errorf(b.TypeRange, "Missing consumer name",
+			"A consumer block needs one name, as in consumer \"web_form\" { on = [\"completed.*\"] }.")
+		return
+	}
+	c := &Consumer{Name: b.Labels[0], Range: hcl.RangeBetween(b.TypeRange, b.LabelRanges[0])}
+	for _, other := range l.cfg.Consumers {
+		if other.Name == c.Name {
+			l.errorf(b.LabelRanges[0], "Duplicate consumer",
+				"A consumer named %q was already defined at %s.", c.Name, at(other.Range))
+			return
+		}
+	}
+	l.checkBody(b.Body, consumerAttrs, nil)
+	for _, spec := range consumerAttrs {
+		a, ok := b.Body.Attributes[spec.Name]
+		if !ok {
+			continue
+		}
+		v, diags := dec.decodeAttr(spec, a.AsHCLAttribute(), nil)
+		l.diags = append(l.diags, diags...)
+		if diags.HasErrors() {
+			continue
+		}
+		switch spec.Name {
+		case "on":
+			c.On = v.([]string)
+			l.checkPatterns(a, c.On)
+		case "description":
+			c.Description = v.(string)
+		}
+	}
+	l.cfg.Consumers = append(l.cfg.Consumers, c)
 }
 
 // singleton reports whether b is the first block of its type, and reports

@@ -37,6 +37,13 @@ message {
   notified   = bool
 }
 
+# Programs outside regflow that read from the exchange. regflow declares
+# nothing for them; validate and graph use this to know who reads a key.
+consumer "web_form" {
+  description = "The registration web form and regflow request wait for the answer."
+  on          = ["completed.*", "notify.*"]
+}
+
 pipeline "get_next_uid_gid" {
   description            = "Check a request and reserve the user's uid and gid."
   on                     = ["request.*"]

@@ -1,0 +1,122 @@
+package engine
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// AlwaysFailing is implemented by actions that can tell at load time that
+// they will fail for every message, such as exec naming a program that is
+// not installed. The reason completes "this step always fails: …".
+type AlwaysFailing interface {
+	AlwaysFails() string
+}
+
+func (l *loader) warnf(rng hcl.Range, summary, format string, args ...any) {
+	l.diags = append(l.diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: summary,
+		Detail: fmt.Sprintf(format, args...), Subject: rng.Ptr()})
+}
+
+// lint reports what is legal but probably wrong: a routing key nothing
+// binds, a pipeline that feeds itself, steps that can never run.
+func (l *loader) lint() {
+	for _, p := range l.cfg.Pipelines {
+		for _, chain := range [][]*Step{p.Steps, p.OnFailure} {
+			for i, s := range chain {
+				l.lintPublish(p, s)
+				if s.When != nil && strings.TrimSpace(s.When.Source) == "false" {
+					l.warnf(s.When.Range, "Step never runs", "The condition is always false, so step %q never "+
+						"runs. Remove the step, or the condition.", s.Name)
+				}
+				af, ok := s.Impl.(AlwaysFailing)
+				if !ok || s.OnError == OnErrorContinue || i == len(chain)-1 {
+					continue
+				}
+				if reason := af.AlwaysFails(); reason != "" {
+					next := chain[i+1]
+					l.warnf(next.Range, "Step never runs",
+						"Step %q before this one always fails (%s) and stops the chain, so %q and the "+
+							"steps after it never run.", s.Name, reason, next.Name)
+				}
+			}
+		}
+	}
+}
+
+func (l *loader) lintPublish(p *Pipeline, s *Step) {
+	pa, ok := s.Impl.(PublishingAction)
+	if !ok || pa.Exchange() != l.cfg.Broker.Exchange {
+		return
+	}
+	key := pa.RoutingKey()
+	shape := shapeOf(key)
+	if !l.bound(shape) {
+		hint := ""
+		if len(shape) > 0 && !shape[0].dynamic {
+			if w := Suggest(shape[0].text, l.firstWords()); w != "" {
+				hint = fmt.Sprintf(" Did you mean %q?", w)
+			}
+		}
+		l.warnf(key.Range, "Nothing binds this routing key",
+			"No pipeline (besides catch-all ones) and no consumer block binds %q, so nothing acts on what "+
+				"step %q publishes.%s Fix the key, or add a consumer block for the program that reads it.",
+			key.Source, s.Name, hint)
+	}
+	if p.When != nil || s.When != nil {
+		return
+	}
+	for _, pat := range p.On {
+		if shape.mayMatch(pat) {
+			l.warnf(key.Range, "Pipeline may feed itself",
+				"Pipeline %q binds %q, which matches %q that its step %q publishes, and neither has a when "+
+					"condition: a message could go round forever. Narrow the pattern or add a when guard.",
+				p.Name, pat, key.Source, s.Name)
+			return
+		}
+	}
+}
+
+// firstWords lists the literal first words of every binding pattern.
+func (l *loader) firstWords() []string {
+	var out []string
+	add := func(pats []string) {
+		for _, p := range pats {
+			if w := strings.SplitN(p, ".", 2)[0]; w != "*" && w != "#" && !contains(out, w) {
+				out = append(out, w)
+			}
+		}
+	}
+	for _, p := range l.cfg.Pipelines {
+		add(p.On)
+	}
+	for _, c := range l.cfg.Consumers {
+		add(c.On)
+	}
+	return out
+}
+
+// bound reports whether some pipeline or consumer may receive the shape.
+// A pipeline bound to "#" alone, such as an audit log, does not count: it
+// records messages, it does not act on them.
+func (l *loader) bound(shape keyShape) bool {
+	for _, q := range l.cfg.Pipelines {
+		if q.catchAll() {
+			continue
+		}
+		for _, pat := range q.On {
+			if shape.mayMatch(pat) {
+				return true
+			}
+		}
+	}
+	for _, c := range l.cfg.Consumers {
+		for _, pat := range c.On {
+			if shape.mayMatch(pat) {
+				return true
+			}
+		}
+	}
+	return false
+}

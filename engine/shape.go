@@ -1,0 +1,69 @@
+package engine
+
+// keyShape is a routing-key template seen before any message exists: its
+// words are literal, or dynamic where an expression renders into them.
+type keyShape []shapeWord
+
+type shapeWord struct {
+	text    string // the literal text of the word, expressions left out
+	dynamic bool
+}
+
+// shapeOf splits a template into words at the dots of its literal text;
+// dots inside {{ }} expressions do not split.
+func shapeOf(t *Template) keyShape {
+	var s keyShape
+	cur := shapeWord{}
+	for _, p := range t.parts {
+		if p.prog != nil {
+			cur.dynamic = true
+			continue
+		}
+		for _, r := range p.text {
+			if r == '.' {
+				s = append(s, cur)
+				cur = shapeWord{}
+				continue
+			}
+			cur.text += string(r)
+		}
+	}
+	return append(s, cur)
+}
+
+// mayMatch reports whether some rendering of the shape could match the
+// binding pattern: a dynamic word may be any single word.
+func (s keyShape) mayMatch(pattern string) bool {
+	return matchShape(words(pattern), s)
+}
+
+func matchShape(pat []string, key keyShape) bool {
+	for len(pat) > 0 {
+		switch pat[0] {
+		case "#":
+			rest := pat[1:]
+			for len(rest) > 0 && rest[0] == "#" {
+				rest = rest[1:]
+			}
+			if len(rest) == 0 {
+				return true
+			}
+			for i := 0; i <= len(key); i++ {
+				if matchShape(rest, key[i:]) {
+					return true
+				}
+			}
+			return false
+		case "*":
+			if len(key) == 0 {
+				return false
+			}
+		default:
+			if len(key) == 0 || !key[0].dynamic && key[0].text != pat[0] {
+				return false
+			}
+		}
+		pat, key = pat[1:], key[1:]
+	}
+	return len(key) == 0
+}
