@@ -25,6 +25,9 @@ Usage:
                                       run one message through the pipelines in-process
   regflow request USER --email E --fullname F --reason R
                                       submit a registration and wait for its answer
+  regflow graph [--format dot] DIR... the routing picture, as Mermaid or DOT
+  regflow fmt [-check] [-diff] [PATH...]
+                                      rewrite HCL files in canonical form
   regflow version
 
 Run "regflow COMMAND -h" for a command's flags.
@@ -55,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"validate": cmdValidate,
 		"simulate": cmdSimulate,
 		"request":  cmdRequest,
+		"graph":    cmdGraph,
+		"fmt":      cmdFmt,
 	}
 	name := args[0]
 	switch name {

@@ -129,3 +129,77 @@ func TestParseArgsInterspersed(t *testing.T) {
 		t.Fatalf("pos=%v key=%q json=%v err=%v", pos, *k, *j, err)
 	}
 }
+
+// TestShippedFilesFormatted keeps examples.hcl and pipelines/ in the form
+// regflow fmt writes.
+func TestShippedFilesFormatted(t *testing.T) {
+	code, out, errOut := runCLI(t, "fmt", "-check", "../../examples.hcl", "../../pipelines")
+	if code != 0 {
+		t.Fatalf("regflow fmt -check: exit %d; these files need regflow fmt:\n%s%s", code, out, errOut)
+	}
+}
+
+func TestFmt(t *testing.T) {
+	dir := t.TempDir()
+	name := filepath.Join(dir, "p.hcl")
+	messy := "pipeline \"p\" {\n    on=[\"a.*\"]\n  description   =  \"x\"\n}\n"
+	tidy := "pipeline \"p\" {\n  on          = [\"a.*\"]\n  description = \"x\"\n}\n"
+	os.WriteFile(name, []byte(messy), 0o644)
+
+	code, out, _ := runCLI(t, "fmt", "-check", dir)
+	if code != 1 || out != name+"\n" {
+		t.Fatalf("-check: exit %d, %q", code, out)
+	}
+	code, out, _ = runCLI(t, "fmt", "-diff", name)
+	if code != 0 || !strings.Contains(out, "-    on=[\"a.*\"]\n") || !strings.Contains(out, "+  on          = [\"a.*\"]\n") {
+		t.Fatalf("-diff: exit %d\n%s", code, out)
+	}
+	if b, _ := os.ReadFile(name); string(b) != messy {
+		t.Fatal("-diff wrote the file")
+	}
+	if code, _, _ = runCLI(t, "fmt", dir); code != 0 {
+		t.Fatalf("fmt: exit %d", code)
+	}
+	if b, _ := os.ReadFile(name); string(b) != tidy {
+		t.Fatalf("formatted:\n%s\nwant:\n%s", b, tidy)
+	}
+	os.WriteFile(name, []byte("pipeline \"p\" {\n"), 0o644)
+	if code, _, errOut := runCLI(t, "fmt", name); code != 1 || !strings.Contains(errOut, "does not parse") {
+		t.Fatalf("broken file: exit %d, %s", code, errOut)
+	}
+}
+
+// TestGraph checks the routing picture of pipelines/ and that the README
+// shows the current one.
+func TestGraph(t *testing.T) {
+	code, mermaid, errOut := runCLI(t, "graph", "../../pipelines")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"flowchart LR\n",
+		`on0(["request.*"])`,
+		`subgraph p0 ["pipeline get_next_uid_gid"]`,
+		`p0s3["on_failure: publish reply"]`,
+		"on0 --> p0\n",
+		`key0>"verify.{{ msg.queuename }}"]`,
+		"p0s2 -.-> key0\n", "key0 --> on1\n", "on1 --> p1\n",
+		"key1 --> on2\n", "on2 --> c0\n",
+	} {
+		if !strings.Contains(mermaid, want) {
+			t.Errorf("mermaid lacks %q", want)
+		}
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "```mermaid\n"+mermaid+"```\n") {
+		t.Errorf("README.md does not show the current graph; paste the output of regflow graph pipelines")
+	}
+
+	code, dot, _ := runCLI(t, "graph", "--format", "dot", "../../pipelines")
+	if code != 0 || !strings.HasPrefix(dot, "digraph regflow {") || !strings.Contains(dot, "key0 -> on1;") {
+		t.Fatalf("dot: exit %d\n%s", code, dot)
+	}
+}
