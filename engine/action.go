@@ -50,6 +50,10 @@ type ActionSpec struct {
 	// later steps may use them. It may be nil.
 	Adds func(c *StepConfig) Schema
 
+	// AddsDoc describes the added fields for the reference, such as
+	// "uid and gid (integer)".
+	AddsDoc string
+
 	// New builds the action from its decoded attributes. Problems found
 	// here are reported as diagnostics against c's ranges.
 	New func(c *StepConfig) (Action, error)

@@ -28,6 +28,7 @@ Usage:
   regflow graph [--format dot] DIR... the routing picture, as Mermaid or DOT
   regflow fmt [-check] [-diff] [PATH...]
                                       rewrite HCL files in canonical form
+  regflow docs [-o FILE]              the pipeline reference (docs/reference.md)
   regflow version
 
 Run "regflow COMMAND -h" for a command's flags.
@@ -60,6 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"request":  cmdRequest,
 		"graph":    cmdGraph,
 		"fmt":      cmdFmt,
+		"docs":     cmdDocs,
 	}
 	name := args[0]
 	switch name {

@@ -203,3 +203,25 @@ func TestGraph(t *testing.T) {
 		t.Fatalf("dot: exit %d\n%s", code, dot)
 	}
 }
+
+// TestReferenceCurrent fails when docs/reference.md differs from what
+// regflow docs generates from the schemas.
+func TestReferenceCurrent(t *testing.T) {
+	code, out, _ := runCLI(t, "docs")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	want, err := os.ReadFile("../../docs/reference.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != string(want) {
+		t.Fatal("docs/reference.md is stale; run: go run ./cmd/regflow docs -o docs/reference.md")
+	}
+	for _, name := range []string{"validate", "allocate_uid", "git_commit", "subscribe_list", "send_email",
+		"log_event", "publish", "exec"} {
+		if !strings.Contains(out, "\n### "+name+"\n") {
+			t.Errorf("the reference lacks action %s", name)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"regflow/actions"
 	"regflow/engine"
 )
 
@@ -119,4 +120,19 @@ func hclFiles(paths []string) ([]string, error) {
 	}
 	sort.Strings(files)
 	return files, nil
+}
+
+func cmdDocs(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("docs", "docs [-o FILE]", stderr)
+	out := fs.String("o", "", "write to FILE instead of standard output")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	var b bytes.Buffer
+	engine.WriteReference(&b, actions.Registry())
+	if *out == "" {
+		_, err := stdout.Write(b.Bytes())
+		return err
+	}
+	return os.WriteFile(*out, b.Bytes(), 0o644)
 }
