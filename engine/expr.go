@@ -151,6 +151,20 @@ func exprEnv(s Schema) types.Map {
 	}
 }
 
+// looseEnv declares the same names as exprEnv with every field of type
+// any. Programs are type-checked against exprEnv and compiled to run
+// against looseEnv: a typed program uses operations specialised to its
+// types, which fail on the nil of an absent field instead of comparing
+// it. Compiled loosely, msg.reason != 'test' is true when reason is
+// absent, and msg.uid > 10 fails the step with a clear error.
+func looseEnv(s Schema) types.Map {
+	m := make(types.Map, len(s))
+	for name := range s {
+		m[name] = types.Any
+	}
+	return types.Map{"msg": m, "routing_key": types.String}
+}
+
 // Env returns the run-time environment for msg arriving on key.
 func Env(msg Message, key string) map[string]any {
 	return map[string]any{"msg": msg, "routing_key": key}
@@ -316,7 +330,10 @@ func upperFirst(s string) string {
 // over messages of schema env.
 func compileCondition(text string, rng hcl.Range, src []byte, env Schema) (*Program, *hcl.Diagnostic) {
 	opts := append(exprOptions(exprEnv(env)), expr.AsBool())
-	p, err := expr.Compile(text, opts...)
+	if _, err := expr.Compile(text, opts...); err != nil {
+		return nil, exprDiag(err, "condition", text, rng, src, env)
+	}
+	p, err := expr.Compile(text, exprOptions(looseEnv(env))...)
 	if err != nil {
 		return nil, exprDiag(err, "condition", text, rng, src, env)
 	}
@@ -325,7 +342,10 @@ func compileCondition(text string, rng hcl.Range, src []byte, env Schema) (*Prog
 
 // compileValue compiles text as an expression of any type.
 func compileValue(text string, rng hcl.Range, src []byte, env Schema) (*Program, *hcl.Diagnostic) {
-	p, err := expr.Compile(text, exprOptions(exprEnv(env))...)
+	if _, err := expr.Compile(text, exprOptions(exprEnv(env))...); err != nil {
+		return nil, exprDiag(err, "expression", text, rng, src, env)
+	}
+	p, err := expr.Compile(text, exprOptions(looseEnv(env))...)
 	if err != nil {
 		return nil, exprDiag(err, "expression", text, rng, src, env)
 	}

@@ -19,6 +19,10 @@ type Runner struct {
 	Config *Config
 	Svc    *Services
 
+	// Stubs replace steps, by "pipeline/step", with canned results; the
+	// pipeline tests use them for exec and other outside effects.
+	Stubs map[string]*Stub
+
 	onceMu    sync.Mutex
 	onceLocks map[string]*onceLock
 }
@@ -307,11 +311,38 @@ func (r *Runner) attempt(ctx context.Context, s *Step, call *Call) (err error) {
 		}
 	}()
 	call.env = nil
-	err = s.Impl.Run(actx, call)
+	act := s.Impl
+	if stub := r.Stubs[call.Pipeline+"/"+s.Name]; stub != nil {
+		act = stub
+	}
+	err = act.Run(actx, call)
 	if err != nil && ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) && !IsTransient(err) {
 		err = Transient(fmt.Errorf("timed out after %s: %w", s.Timeout, err))
 	}
 	return err
+}
+
+// Stub is a canned result for a step: the fields it sets and, when Error
+// is not empty, the error it fails with.
+type Stub struct {
+	Set       Message
+	Error     string
+	Transient bool // the error is one a retry may mend
+}
+
+// Run implements Action.
+func (s *Stub) Run(ctx context.Context, c *Call) error {
+	for k, v := range s.Set {
+		c.Set(k, v)
+	}
+	if s.Error != "" {
+		if s.Transient {
+			return Transient(errors.New(s.Error))
+		}
+		return Permanent(errors.New(s.Error))
+	}
+	c.Notef("stubbed")
+	return nil
 }
 
 // backoff is the wait before attempt n+1: exponential from Backoff, capped

@@ -407,3 +407,25 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestAbsentField covers C19's documented value: an absent field is nil,
+// which compares unequal to any string, so a typed condition does not
+// fail on it.
+func TestAbsentField(t *testing.T) {
+	src := `
+message {
+  username = string
+  reason   = string
+}
+pipeline "p" {
+  on = ["#"]
+  step "lists" { when = "msg.reason != 'test'" }
+  step "named" { when = "(msg.reason ?? 'none') == 'none'" }
+}`
+	acts := map[string]*testAction{}
+	_, r, _ := loadTest(t, src, acts)
+	res := handle(t, r, `{"username":"ana"}`)
+	if got := statuses(res); got != "lists=ok named=ok" {
+		t.Fatalf("steps = %s, errmsg = %q", got, res.Errmsg())
+	}
+}

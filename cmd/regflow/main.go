@@ -25,6 +25,7 @@ Usage:
                                       run one message through the pipelines in-process
   regflow request USER --email E --fullname F --reason R
                                       submit a registration and wait for its answer
+  regflow test [-run REGEXP] DIR...   run the pipeline tests in DIR/*_test.hcl, in a sandbox
   regflow graph [--format dot] DIR... the routing picture, as Mermaid or DOT
   regflow fmt [-check] [-diff] [PATH...]
                                       rewrite HCL files in canonical form
@@ -62,6 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"graph":    cmdGraph,
 		"fmt":      cmdFmt,
 		"docs":     cmdDocs,
+		"test":     cmdTest,
 	}
 	name := args[0]
 	switch name {

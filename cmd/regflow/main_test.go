@@ -225,3 +225,56 @@ func TestReferenceCurrent(t *testing.T) {
 		}
 	}
 }
+
+func TestPipelineTests(t *testing.T) {
+	code, out, errOut := runCLI(t, "test", "../../pipelines")
+	if code != 0 || !strings.HasSuffix(out, "7 passed, 0 failed\n") {
+		t.Fatalf("regflow test pipelines: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// A wrong expectation fails with the place and the difference.
+	dir := t.TempDir()
+	src, _ := os.ReadFile("../../pipelines/registration.hcl")
+	os.WriteFile(filepath.Join(dir, "registration.hcl"), src, 0o644)
+	os.WriteFile(filepath.Join(dir, "wrong_test.hcl"), []byte(`test "wrong" {
+  key     = "request.bo"
+  message = { username = "bo", queuename = "bo", email = "bo@example.org", fullname = "Bo" }
+  expect {
+    publish "completed.bo" {
+      uid = 20000
+    }
+    step "provision/record" {
+      status = "failed"
+    }
+    mails = 1
+  }
+}
+`), 0o644)
+	code, out, _ = runCLI(t, "test", dir)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, out)
+	}
+	for _, want := range []string{
+		"FAIL  wrong",
+		"wrong_test.hcl:5:5: completed.bo: field uid is 10001, want 20000",
+		"wrong_test.hcl:8:5: step provision/record: status ok, want failed",
+		"wrong_test.hcl:4:3: 3 mails were sent, want 1",
+		"0 passed, 1 failed",
+		"--- trace of \"wrong\"",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+
+	os.WriteFile(filepath.Join(dir, "wrong_test.hcl"), []byte(`test "typo" {
+  key     = "request.bo"
+  message = {}
+  stub "provison/lists" {}
+}
+`), 0o644)
+	code, _, errOut = runCLI(t, "test", dir)
+	if code != 1 || !strings.Contains(errOut, `Did you mean "provision"?`) {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}

@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -135,4 +137,62 @@ func cmdDocs(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return os.WriteFile(*out, b.Bytes(), 0o644)
+}
+
+func cmdTest(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("test", "test [-run REGEXP] DIR...", stderr)
+	filter := fs.String("run", "", "run only the tests whose name matches this regular expression")
+	verbose := fs.Bool("v", false, "print the trace of every test, not only of failing ones")
+	paths, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(paths) == 0 {
+		fs.Usage()
+		return errUsage
+	}
+	var match *regexp.Regexp
+	if *filter != "" {
+		if match, err = regexp.Compile(*filter); err != nil {
+			return fmt.Errorf("-run: %w", err)
+		}
+	}
+	cfg, err := loadConfig(paths, stderr)
+	if err != nil {
+		return err
+	}
+	files, err := engine.TestFiles(paths)
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return fmt.Errorf("no *_test.hcl files in %s", strings.Join(paths, ", "))
+	}
+	tests, sources, diags := engine.LoadTests(files, cfg)
+	if len(diags) > 0 {
+		engine.WriteDiags(stderr, sources, diags)
+	}
+	if diags.HasErrors() {
+		return fmt.Errorf("the test files have errors; see above")
+	}
+	var run []*engine.PipelineTest
+	for _, t := range tests {
+		if match == nil || match.MatchString(t.Name) {
+			run = append(run, t)
+		}
+	}
+	outcomes, err := engine.RunTests(context.Background(), cfg, run)
+	if err != nil {
+		return err
+	}
+	for _, o := range outcomes {
+		if *verbose || len(o.Failures) > 0 {
+			fmt.Fprintf(stdout, "--- trace of %q\n", o.Test.Name)
+			engine.WriteTrace(stdout, o.Trace)
+		}
+	}
+	if engine.WriteTestReport(stdout, outcomes) > 0 {
+		return exitError{1}
+	}
+	return nil
 }
