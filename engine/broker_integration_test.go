@@ -466,3 +466,85 @@ pipeline "slow" {
 		t.Fatalf("input queue holds %d messages after the drain (err %v); want 0: it was acknowledged", in.Messages, err)
 	}
 }
+
+// TestDeadLetterReplay: a step fails for good, the message is dead-lettered
+// with its pipeline, step and reason; once the cause is mended, replaying it
+// runs the failed step again and the chain completes.
+func TestDeadLetterReplay(t *testing.T) {
+	dir := t.TempDir()
+	flag := dir + "/ready"
+	os.WriteFile(dir+"/p.hcl", []byte(`
+broker {
+  exchange     = env("REGFLOW_EXCHANGE")
+  queue_prefix = env("REGFLOW_QUEUE_PREFIX")
+}
+message { username = string }
+pipeline "needs_flag" {
+  on = ["job.*"]
+  exec "check" {
+    command = ["test", "-f", "`+flag+`"]
+  }
+  publish "done" {
+    routing_key = "done.{{ msg.username }}"
+  }
+}`), 0o644)
+	le := startEngine(t, dir)
+	conn := dialTest(t)
+	ch, _ := conn.Channel()
+	q, _ := ch.QueueDeclare("", false, true, true, false, nil)
+	ch.QueueBind(q.Name, "done.*", le.exchange, false, nil)
+	ch.PublishWithContext(context.Background(), le.exchange, "job.ana", false, false,
+		amqp.Publishing{Body: []byte(`{"username":"ana"}`), MessageId: "job-1"})
+
+	var dead []engine.DeadLetter
+	deadline := time.Now().Add(10 * time.Second)
+	for len(dead) == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		var err error
+		if dead, err = engine.ListDead(conn, le.cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(dead) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(dead))
+	}
+	d := dead[0]
+	if d.ID != "job-1" || d.Pipeline != "needs_flag" || d.Step != "check" || d.RoutingKey != "job.ana" ||
+		!strings.Contains(d.Reason, "test exited with status 1") {
+		t.Fatalf("dead letter = %+v", d)
+	}
+	// Listing leaves it there.
+	if again, _ := engine.ListDead(conn, le.cfg); len(again) != 1 {
+		t.Fatalf("after list: %d dead letters, want 1", len(again))
+	}
+
+	os.WriteFile(flag, nil, 0o644)
+	replayed, err := engine.ReplayDead(context.Background(), conn, le.cfg, le.svc.Store, nil, true)
+	if err != nil || len(replayed) != 1 || replayed[0] != "job-1" {
+		t.Fatalf("replay = %v, %v", replayed, err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		m, ok, err := ch.Get(q.Name, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			if m.RoutingKey != "done.ana" {
+				t.Fatalf("got %s", m.RoutingKey)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the replayed message did not complete")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if left, _ := engine.ListDead(conn, le.cfg); len(left) != 0 {
+		t.Fatalf("%d dead letters left after the replay", len(left))
+	}
+	if _, err := engine.ReplayDead(context.Background(), conn, le.cfg, le.svc.Store, []string{"nope"}, false); err == nil ||
+		!strings.Contains(err.Error(), "no dead letter with id nope") {
+		t.Fatalf("replay of an unknown id: %v", err)
+	}
+}

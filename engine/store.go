@@ -325,3 +325,10 @@ ON CONFLICT (scope, step) DO UPDATE SET status = excluded.status, added = exclud
 		scope, step, e.Status, string(added), e.Error, e.Note, e.Attempts, now())
 	return storeErr("write journal", err)
 }
+
+// JournalForgetFailed removes the failed steps recorded within scope, so
+// that a replayed message runs them again.
+func (s *Store) JournalForgetFailed(ctx context.Context, scope string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM journal WHERE scope = ? AND status = ?`, scope, StatusFailed)
+	return storeErr("forget failed steps", err)
+}

@@ -26,6 +26,8 @@ Usage:
   regflow request USER --email E --fullname F --reason R
                                       submit a registration and wait for its answer
   regflow test [-run REGEXP] DIR...   run the pipeline tests in DIR/*_test.hcl, in a sandbox
+  regflow dead list | replay ID...|--all
+                                      show or retry the messages that could not succeed
   regflow graph [--format dot] DIR... the routing picture, as Mermaid or DOT
   regflow fmt [-check] [-diff] [PATH...]
                                       rewrite HCL files in canonical form
@@ -64,6 +66,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"fmt":      cmdFmt,
 		"docs":     cmdDocs,
 		"test":     cmdTest,
+		"dead":     cmdDead,
 	}
 	name := args[0]
 	switch name {
