@@ -31,7 +31,8 @@ var AllocateUID = &engine.ActionSpec{
 		}
 		return engine.Schema{"uid": uid, "gid": uid}
 	},
-	New: newAllocateUID,
+	AddsDoc: "`uid` and `gid`, integers within their ranges",
+	New:     newAllocateUID,
 }
 
 type allocateUID struct {

@@ -2,7 +2,9 @@ package actions
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 
 	"regflow/engine"
@@ -30,7 +32,8 @@ var Exec = &engine.ActionSpec{
 		}
 		return nil
 	},
-	New: newExec,
+	AddsDoc: "the field named by `output`, a string, when output is set",
+	New:     newExec,
 }
 
 type execAction struct {
@@ -52,6 +55,14 @@ func newExec(c *engine.StepConfig) (engine.Action, error) {
 				"a message must never choose what runs.")
 	}
 	return e, nil
+}
+
+// AlwaysFails reports a program that is not installed, for validate.
+func (e *execAction) AlwaysFails() string {
+	if _, err := exec.LookPath(e.argv[0].Source); err != nil {
+		return fmt.Sprintf("the program %s is not installed or not executable", e.argv[0].Source)
+	}
+	return ""
 }
 
 func (e *execAction) Run(ctx context.Context, c *engine.Call) error {

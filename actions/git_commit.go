@@ -169,11 +169,14 @@ func (g *gitCommit) Run(ctx context.Context, c *engine.Call) error {
 	return g.maybePush(ctx, c, r)
 }
 
+// env is git's environment. Literal pathspecs keep a rendered path such
+// as ":!x" or ":(glob)**" from being read as pathspec magic, which would
+// add and commit every other file in the work tree.
 func (g *gitCommit) env() []string {
 	return append(os.Environ(),
 		"GIT_AUTHOR_NAME="+g.name, "GIT_AUTHOR_EMAIL="+g.email,
 		"GIT_COMMITTER_NAME="+g.name, "GIT_COMMITTER_EMAIL="+g.email,
-		"GIT_TERMINAL_PROMPT=0", "LC_ALL=C",
+		"GIT_TERMINAL_PROMPT=0", "LC_ALL=C", "GIT_LITERAL_PATHSPECS=1",
 	)
 }
 

@@ -45,6 +45,12 @@ func appendLine(path string, line []byte) error {
 	eventLogs.Lock()
 	defer eventLogs.Unlock()
 	f := eventLogs.files[path]
+	if f != nil && !stillAt(f, path) {
+		// Rotated away (renamed or removed): go on in a new file at path.
+		f.Close()
+		delete(eventLogs.files, path)
+		f = nil
+	}
 	if f == nil {
 		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 			return err
@@ -63,6 +69,16 @@ func appendLine(path string, line []byte) error {
 		return err
 	}
 	return nil
+}
+
+// stillAt reports whether f is still the file found at path.
+func stillAt(f *os.File, path string) bool {
+	open, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	now, err := os.Stat(path)
+	return err == nil && os.SameFile(open, now)
 }
 
 func (l *logEvent) Run(ctx context.Context, c *engine.Call) error {

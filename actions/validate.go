@@ -117,7 +117,14 @@ func newValidate(c *engine.StepConfig) (engine.Action, error) {
 
 func (v *validate) Run(ctx context.Context, c *engine.Call) error {
 	var problems []string
+	reported := map[string]bool{}
 	bad := func(field, format string, args ...any) {
+		// One problem per field, the first rule it breaks: an empty
+		// queuename is not also an empty routing word.
+		if reported[field] {
+			return
+		}
+		reported[field] = true
 		problems = append(problems, field+": "+fmt.Sprintf(format, args...))
 	}
 	for _, f := range v.required {
@@ -177,7 +184,11 @@ func (v *validate) Run(ctx context.Context, c *engine.Call) error {
 	if len(problems) > 0 {
 		return engine.Permanent(errors.New(strings.Join(problems, "; ")))
 	}
-	return v.claim(ctx, c)
+	if err := v.claim(ctx, c); err != nil {
+		return err
+	}
+	c.Notef("passed")
+	return nil
 }
 
 // claim claims the unique values for the owner, all or none.
@@ -243,11 +254,19 @@ func BareAddress(s string) (string, error) {
 	if strings.TrimSpace(s) != s {
 		return "", errors.New("must not have leading or trailing spaces")
 	}
+	// Checked before the domain, which would otherwise be blamed for the
+	// ">" of "Ana <ana@example.org>".
+	if strings.ContainsAny(s, "<>") {
+		return "", errors.New("must be a bare address, without a name or angle brackets")
+	}
 	at := strings.LastIndexByte(s, '@')
 	if at <= 0 || at == len(s)-1 {
 		return "", errors.New("must be a bare address such as ana@example.org")
 	}
 	local, domain := s[:at], s[at+1:]
+	if strings.HasPrefix(local, `"`) {
+		return "", errors.New("a quoted local part is not supported; write the address without quotes")
+	}
 	ascii, err := idna.Lookup.ToASCII(domain)
 	if err != nil {
 		return "", fmt.Errorf("domain %q is not a valid internationalized domain name", domain)
@@ -260,9 +279,6 @@ func BareAddress(s string) (string, error) {
 	candidate := local + "@" + ascii
 	a, err := mail.ParseAddress(candidate)
 	if err != nil || a.Name != "" {
-		if strings.ContainsAny(s, "<>") {
-			return "", errors.New("must be a bare address, without a name or angle brackets")
-		}
 		return "", errors.New("must be a bare address such as ana@example.org")
 	}
 	if a.Address != candidate {

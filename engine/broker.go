@@ -63,9 +63,15 @@ type BrokerPublisher struct {
 	conn *amqp.Connection
 	log  *slog.Logger
 
-	mu     sync.Mutex
-	ch     *amqp.Channel    // guarded by mu
-	closed chan *amqp.Error // close notification of ch; guarded by mu
+	mu  sync.Mutex
+	cur *pubChannel // guarded by mu
+}
+
+// pubChannel is a confirm-mode channel and, once the broker closed it, why.
+type pubChannel struct {
+	ch     *amqp.Channel
+	closed chan struct{} // closed when the channel is
+	err    *amqp.Error   // the broker's reason; set before closed is closed
 }
 
 // NewBrokerPublisher returns a publisher on conn.
@@ -73,19 +79,19 @@ func NewBrokerPublisher(conn *amqp.Connection, log *slog.Logger) *BrokerPublishe
 	return &BrokerPublisher{conn: conn, log: log}
 }
 
-func (p *BrokerPublisher) channel() (*amqp.Channel, chan *amqp.Error, error) {
+func (p *BrokerPublisher) channel() (*pubChannel, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.ch != nil && !p.ch.IsClosed() {
-		return p.ch, p.closed, nil
+	if p.cur != nil && !p.cur.ch.IsClosed() {
+		return p.cur, nil
 	}
 	ch, err := p.conn.Channel()
 	if err != nil {
-		return nil, nil, brokerErr("open publish channel", err)
+		return nil, brokerErr("open publish channel", err)
 	}
 	if err := ch.Confirm(false); err != nil {
 		ch.Close()
-		return nil, nil, brokerErr("enable confirms", err)
+		return nil, brokerErr("enable confirms", err)
 	}
 	returns := ch.NotifyReturn(make(chan amqp.Return, 16))
 	go func() {
@@ -97,23 +103,22 @@ func (p *BrokerPublisher) channel() (*amqp.Channel, chan *amqp.Error, error) {
 				"routing_key", r.RoutingKey, "exchange", r.Exchange, "message_id", r.MessageId)
 		}
 	}()
-	p.ch, p.closed = ch, ch.NotifyClose(make(chan *amqp.Error, 1))
-	return p.ch, p.closed, nil
+	pc := &pubChannel{ch: ch, closed: make(chan struct{})}
+	notify := ch.NotifyClose(make(chan *amqp.Error, 1))
+	go func() {
+		pc.err = <-notify
+		close(pc.closed)
+	}()
+	p.cur = pc
+	return pc, nil
 }
 
-// closeReason returns why ch was closed, waiting briefly for the broker's
-// close frame to arrive.
-func closeReason(closed chan *amqp.Error) *amqp.Error {
+// closeReason returns why the broker closed the channel, waiting briefly
+// for its close frame to arrive; nil when it did not say.
+func (pc *pubChannel) closeReason() *amqp.Error {
 	select {
-	case e, ok := <-closed:
-		if ok && e != nil {
-			// Put it back for any other publisher caught in the same close.
-			select {
-			case closed <- e:
-			default:
-			}
-		}
-		return e
+	case <-pc.closed:
+		return pc.err
 	case <-time.After(500 * time.Millisecond):
 		return nil
 	}
@@ -133,13 +138,13 @@ func (p *BrokerPublisher) Publish(ctx context.Context, m *Outgoing) error {
 	}
 	var last error
 	for try := 0; try < 3; try++ {
-		ch, closed, err := p.channel()
+		pc, err := p.channel()
 		if err != nil {
 			return err
 		}
-		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, m.Exchange, m.RoutingKey, true, false, msg)
+		dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, m.Exchange, m.RoutingKey, true, false, msg)
 		if err != nil {
-			if ch.IsClosed() {
+			if pc.ch.IsClosed() {
 				last = brokerErr("publish", err)
 				continue
 			}
@@ -152,10 +157,10 @@ func (p *BrokerPublisher) Publish(ctx context.Context, m *Outgoing) error {
 		if ack {
 			return nil
 		}
-		if !ch.IsClosed() {
+		if !pc.ch.IsClosed() {
 			return Transient(fmt.Errorf("publish %s: the broker refused the message (nack)", m.RoutingKey))
 		}
-		reason := closeReason(closed)
+		reason := pc.closeReason()
 		if reason != nil && reason.Code == amqp.NotFound && strings.Contains(reason.Reason, "'"+m.Exchange+"'") {
 			return Permanent(fmt.Errorf("publish %s: %s", m.RoutingKey, notFoundText(reason.Reason)))
 		}
@@ -179,8 +184,8 @@ func notFoundText(reason string) string {
 func (p *BrokerPublisher) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.ch != nil {
-		p.ch.Close()
+	if p.cur != nil {
+		p.cur.ch.Close()
 	}
 }
 

@@ -286,8 +286,14 @@ func NewSMTP(cfg *SMTPConfig) *SMTP {
 		opts = append(opts, mail.WithTLSPolicy(mail.NoTLS))
 	}
 	if cfg.Username != "" {
+		// Discovery never offers a password over plaintext; on loopback,
+		// where ParseSMTPURL allows tls=none with a password, use PLAIN.
+		auth := mail.SMTPAuthAutoDiscover
+		if cfg.TLS == TLSNone {
+			auth = mail.SMTPAuthPlain
+		}
 		opts = append(opts,
-			mail.WithSMTPAuth(mail.SMTPAuthAutoDiscover),
+			mail.WithSMTPAuth(auth),
 			mail.WithUsername(cfg.Username),
 			mail.WithPassword(cfg.Password))
 	}

@@ -119,7 +119,7 @@ type IDRange struct{ Lo, Hi int64 }
 func (r IDRange) String() string { return fmt.Sprintf("%d–%d", r.Lo, r.Hi) }
 
 // ErrRangeExhausted is returned when an id range has no free id left.
-var ErrRangeExhausted = errors.New("range exhausted")
+var ErrRangeExhausted = errors.New("exhausted")
 
 // AllocateIDs returns the uid and gid reserved for username, reserving the
 // lowest free ones when the user has none yet. When gids is nil the gid

@@ -36,3 +36,15 @@ pipeline "audit" {
   on = ["#"]
   log_event "all" {}
 }
+
+pipeline "account" {
+  on = ["verify.*"]
+
+  exec "create" {
+    command = ["/nonexistent/mkaccount", "{{ msg.username }}"]
+  }
+
+  publish "reply" {
+    routing_key = "completed.{{ msg.queuename }}"
+  }
+}
