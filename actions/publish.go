@@ -100,6 +100,8 @@ func (p *publish) Run(ctx context.Context, c *engine.Call) error {
 	if err := c.Publish(ctx, p.exchange, key, body); err != nil {
 		return err
 	}
-	c.Notef("published %s", key)
+	if c.Note() == "" {
+		c.Notef("published %s", key)
+	}
 	return nil
 }

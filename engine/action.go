@@ -107,11 +107,12 @@ type Call struct {
 	Svc         *Services
 	Log         *slog.Logger
 
-	env     map[string]any
-	added   map[string]any
-	note    string
-	publish []Published // what the step published, for the trace
-	mails   []*Mail     // what the step mailed, for the trace
+	env        map[string]any
+	mayPublish func(ctx context.Context, key, id string) (bool, error)
+	added      map[string]any
+	note       string
+	publish    []Published // what the step published, for the trace
+	mails      []*Mail     // what the step mailed, for the trace
 }
 
 // Env returns the expr environment for the call's message.

@@ -548,3 +548,95 @@ pipeline "needs_flag" {
 		t.Fatalf("replay of an unknown id: %v", err)
 	}
 }
+
+// TestRegistrationDeadline: a registration whose answer takes longer than
+// its deadline gets exactly one completed.<q>, from on_timeout, naming what
+// it waited for; the late answer is recorded, not published, and the admin
+// report that follows completed.<q> is sent once.
+func TestRegistrationDeadline(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(dir+"/p.hcl", []byte(`
+broker {
+  exchange     = env("REGFLOW_EXCHANGE")
+  queue_prefix = env("REGFLOW_QUEUE_PREFIX")
+}
+message {
+  username  = string
+  queuename = string
+}
+track "registration" {
+  id       = "{{ msg.username }}"
+  start    = ["request.*"]
+  finish   = ["completed.*"]
+  deadline = "1s"
+  on_timeout {
+    publish "reply" { routing_key = "completed.{{ msg.queuename }}" }
+  }
+}
+pipeline "first" {
+  on = ["request.*"]
+  publish "verify" { routing_key = "verify.{{ msg.queuename }}" }
+}
+pipeline "slow" {
+  on = ["verify.*"]
+  exec "wait" { command = ["sleep", "2"] }
+  publish "done" { routing_key = "completed.{{ msg.queuename }}" }
+}
+pipeline "report" {
+  on = ["completed.*"]
+  send_email "admin" {
+    to      = ["admin@example.org"]
+    subject = "{{ msg.username }}: {{ msg.success }}"
+    body    = "{{ msg.errmsg }}"
+  }
+}`), 0o644)
+	le := startEngine(t, dir)
+	conn := dialTest(t)
+	ch, _ := conn.Channel()
+	q, _ := ch.QueueDeclare("", false, true, true, false, nil)
+	ch.QueueBind(q.Name, "completed.*", le.exchange, false, nil)
+	start := time.Now()
+	ch.PublishWithContext(context.Background(), le.exchange, "request.ana", false, false,
+		amqp.Publishing{Body: []byte(`{"username":"ana","queuename":"ana"}`), MessageId: "req-1"})
+
+	var answers []engine.Message
+	var first time.Duration
+	for time.Since(start) < 5*time.Second {
+		d, ok, err := ch.Get(q.Name, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		m, _ := engine.DecodeMessage(d.Body)
+		if len(answers) == 0 {
+			first = time.Since(start)
+		}
+		answers = append(answers, m)
+	}
+	if len(answers) != 1 {
+		t.Fatalf("%d completed messages, want exactly 1: %v", len(answers), answers)
+	}
+	if first < time.Second || first > 2*time.Second {
+		t.Errorf("the timeout answer came after %s, want about 1s", first)
+	}
+	errs, _ := answers[0]["errmsg"].([]any)
+	if answers[0]["success"] != false || len(errs) != 1 ||
+		errs[0] != "timeout: no answer within 1s; waiting for slow (verify.ana)" {
+		t.Fatalf("answer = %v", answers[0])
+	}
+	regs, err := le.svc.Store.Registrations(context.Background(), "ana")
+	if err != nil || len(regs) != 1 {
+		t.Fatalf("registrations = %v, %v", regs, err)
+	}
+	r := regs[0]
+	if r.State != engine.RegTimedOut || !r.Answered || !strings.Contains(r.Late, "slow/done answered on completed.ana") {
+		t.Fatalf("registration = %+v", r)
+	}
+	mails, _ := os.ReadDir(le.dir + "/var/outbox")
+	if len(mails) != 1 {
+		t.Fatalf("%d admin mails, want 1", len(mails))
+	}
+}

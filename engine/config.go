@@ -14,7 +14,27 @@ type Config struct {
 	Message   Schema // declared fields plus errmsg and success
 	Pipelines []*Pipeline
 	Consumers []*Consumer
+	Trackers  []*Tracker
 }
+
+// Tracker follows each registration from the message that starts it to
+// the answer that finishes it. When the deadline passes first, its
+// on_timeout steps answer instead, once; an answer that comes later is
+// recorded but not published.
+type Tracker struct {
+	Name      string
+	ID        *Template // renders the identity of a registration from a message
+	Start     []string  // keys whose messages open a registration
+	Finish    []string  // keys whose publication answers it
+	Deadline  time.Duration
+	OnTimeout []*Step
+	Range     hcl.Range
+
+	pipeline *Pipeline // runs OnTimeout
+}
+
+// DefaultDeadline is how long a registration may take by default.
+const DefaultDeadline = 5 * time.Minute
 
 // Consumer documents a program outside regflow that reads from the
 // exchange, such as the web form waiting for completed.<q>. regflow
@@ -193,6 +213,19 @@ var (
 			Doc: "Run the step once per rendered key across all messages, replaying the first result " +
 				"afterwards; for effects that must happen once per user, such as a welcome mail.",
 			Example: `once = "welcome:{{ msg.username }}"`},
+	}
+	trackAttrs = []AttrSpec{
+		{Name: "id", Kind: AttrTemplate, Required: true,
+			Doc:     "What identifies one registration across its messages.",
+			Example: `id = "{{ msg.username }}"`},
+		{Name: "start", Kind: AttrStrings, Required: true,
+			Doc:     "Patterns of the keys whose messages open a registration.",
+			Example: `start = ["request.*"]`},
+		{Name: "finish", Kind: AttrStrings, Required: true,
+			Doc:     "Patterns of the keys whose publication answers it; a second answer is not published.",
+			Example: `finish = ["completed.*"]`},
+		{Name: "deadline", Kind: AttrDuration, Default: `"5m"`,
+			Doc: "How long a registration may take before on_timeout answers it.", Example: `deadline = "5m"`},
 	}
 	consumerAttrs = []AttrSpec{
 		{Name: "on", Kind: AttrStrings, Required: true,

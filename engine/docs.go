@@ -69,6 +69,20 @@ carries ` + "`errmsg`" + ` (list(string)) and ` + "`success`" + ` (bool), which 
 		"own. Its body holds the attributes below, the steps in order (`ACTION \"STEP_NAME\" { … }`) and "+
 		"at most one `on_failure { … }` block of steps that run when the chain stops on a failure.",
 		pipelineAttrs, exampleBlock("pipeline", `"provision"`, pipelineAttrs))
+	section(`track "NAME"`, "Follows each registration from the message that starts it to the answer that "+
+		"finishes it, so that it is answered exactly once. Its `on_timeout { … }` block holds the steps that "+
+		"answer when the deadline passes first; they see the opening message with an errmsg entry naming "+
+		"what it was waiting for. An answer that comes later is recorded (`regflow status`) but not published.",
+		trackAttrs, `track "registration" {
+  id       = "{{ msg.username }}"
+  start    = ["request.*"]
+  finish   = ["completed.*"]
+  deadline = "5m"
+
+  on_timeout {
+    publish "reply" { routing_key = "completed.{{ msg.queuename }}" }
+  }
+}`)
 	section("Every step", "Each step block takes these besides its action's own attributes, and at most "+
 		"one `retry { … }` block.", stepAttrs, "")
 	section("retry", "Inside a step: how often and how patiently to retry an error a retry can mend "+

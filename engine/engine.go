@@ -71,6 +71,11 @@ func (s *sessionPublisher) Publish(ctx context.Context, m *Outgoing) error {
 // returns an error only for a problem no reconnection can mend, such as a
 // queue that exists with other arguments or refused credentials.
 func (e *Engine) Run(ctx context.Context) error {
+	if len(e.cfg.Trackers) > 0 {
+		d := newDeadlines(ctx, e.runner)
+		defer d.stop()
+		go e.watchDeadlines(ctx, d)
+	}
 	delay := 500 * time.Millisecond
 	for {
 		started := time.Now()
@@ -93,6 +98,23 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		if delay *= 2; delay > 30*time.Second {
 			delay = 30 * time.Second
+		}
+	}
+}
+
+// watchDeadlines picks up pending registrations at start and every 30
+// seconds, for those opened before a restart or by another process.
+func (e *Engine) watchDeadlines(ctx context.Context, d *deadlines) {
+	tick := time.NewTicker(30 * time.Second)
+	defer tick.Stop()
+	for {
+		if err := d.rescan(); err != nil && ctx.Err() == nil {
+			e.log.Warn("reading pending registrations", "error", err.Error())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
 		}
 	}
 }

@@ -85,7 +85,7 @@ func (l *loader) errorf(rng hcl.Range, summary, format string, args ...any) {
 	l.diags = append(l.diags, diag(rng, summary, fmt.Sprintf(format, args...)))
 }
 
-var topBlocks = []string{"broker", "store", "mail", "message", "pipeline", "consumer"}
+var topBlocks = []string{"broker", "store", "mail", "message", "pipeline", "consumer", "track"}
 
 func (l *loader) load(files []string) (*Config, hcl.Diagnostics) {
 	l.cfg = &Config{
@@ -124,7 +124,7 @@ func (l *loader) load(files []string) (*Config, hcl.Diagnostics) {
 					continue
 				}
 				l.decodeConfigBlock(fb.dec, b)
-			case "pipeline":
+			case "pipeline", "track":
 			case "consumer":
 				l.decodeConsumer(fb.dec, b)
 			default:
@@ -167,6 +167,13 @@ func (l *loader) load(files []string) (*Config, hcl.Diagnostics) {
 			}
 		}
 	}
+	for _, fb := range bodies {
+		for _, b := range fb.body.Blocks {
+			if b.Type == "track" {
+				l.decodeTrack(fb.dec, b)
+			}
+		}
+	}
 	l.checkQueues()
 	if !l.diags.HasErrors() {
 		l.lint()
@@ -177,6 +184,72 @@ func (l *loader) load(files []string) (*Config, hcl.Diagnostics) {
 		return nil, l.diags
 	}
 	return l.cfg, l.diags
+}
+
+func (l *loader) decodeTrack(dec *decoder, b *hclsyntax.Block) {
+	if len(b.Labels) != 1 {
+		l.errorf(b.TypeRange, "Missing tracker name", "A track block needs one name, as in track \"registration\" { … }.")
+		return
+	}
+	t := &Tracker{Name: b.Labels[0], Deadline: DefaultDeadline, Range: hcl.RangeBetween(b.TypeRange, b.LabelRanges[0])}
+	for _, other := range l.cfg.Trackers {
+		if other.Name == t.Name {
+			l.errorf(b.LabelRanges[0], "Duplicate tracker", "A track block named %q was already defined at %s.",
+				t.Name, at(other.Range))
+			return
+		}
+	}
+	before := len(l.diags)
+	l.checkBody(b.Body, trackAttrs, []string{"on_timeout"})
+	for _, spec := range trackAttrs {
+		a, ok := b.Body.Attributes[spec.Name]
+		if !ok {
+			continue
+		}
+		v, diags := dec.decodeAttr(spec, a.AsHCLAttribute(), l.cfg.Message)
+		l.diags = append(l.diags, diags...)
+		if diags.HasErrors() {
+			continue
+		}
+		switch spec.Name {
+		case "id":
+			t.ID = v.(*Template)
+		case "start":
+			t.Start = v.([]string)
+			l.checkPatterns(a, t.Start)
+		case "finish":
+			t.Finish = v.([]string)
+			l.checkPatterns(a, t.Finish)
+		case "deadline":
+			t.Deadline = v.(time.Duration)
+		}
+	}
+	// on_timeout runs with the message that opened the registration.
+	p := &Pipeline{Name: "track " + t.Name, CheckMessage: false, Range: t.Range}
+	names := map[string]hcl.Range{}
+	for _, blk := range b.Body.Blocks {
+		if blk.Type != "on_timeout" {
+			l.errorf(blk.TypeRange, "Unsupported block type", "A track block holds only an on_timeout block of steps.")
+			continue
+		}
+		for _, sb := range blk.Body.Blocks {
+			if spec := l.stepSpec(sb); spec != nil {
+				if s := l.decodeStep(dec, p, sb, spec, l.cfg.Message, names); s != nil {
+					t.OnTimeout = append(t.OnTimeout, s)
+				}
+			}
+		}
+	}
+	if len(t.OnTimeout) == 0 {
+		l.errorf(t.Range, "No on_timeout steps", "Say how a registration that times out is answered, e.g. "+
+			"on_timeout { publish \"reply\" { routing_key = \"completed.{{ msg.queuename }}\" } }.")
+	}
+	if len(l.diags) > before && l.diags[before:].HasErrors() {
+		return
+	}
+	p.Steps = t.OnTimeout
+	t.pipeline = p
+	l.cfg.Trackers = append(l.cfg.Trackers, t)
 }
 
 func (l *loader) decodeConsumer(dec *decoder, b *hclsyntax.Block) {

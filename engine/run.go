@@ -23,6 +23,10 @@ type Runner struct {
 	// pipeline tests use them for exec and other outside effects.
 	Stubs map[string]*Stub
 
+	// onOpen and onClose tell the deadline watcher about registrations.
+	onOpen  func(*Tracker, Registration)
+	onClose func(t *Tracker, id string)
+
 	onceMu    sync.Mutex
 	onceLocks map[string]*onceLock
 }
@@ -149,6 +153,9 @@ func (r *Runner) Handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 			return res, nil
 		}
 	}
+	if err := r.trackOpen(ctx, f); err != nil {
+		return res, err
+	}
 	for _, s := range p.Steps {
 		sr, err := r.runStep(ctx, f, s)
 		res.Steps = append(res.Steps, sr)
@@ -173,11 +180,12 @@ func (r *Runner) Handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 
 // frame is what every step of one delivery shares.
 type frame struct {
-	p    *Pipeline
-	id   string // message identity
-	key  string
-	corr string
-	msg  Message
+	p       *Pipeline
+	id      string // message identity
+	key     string
+	corr    string
+	msg     Message
+	timeout bool // the on_timeout steps of a tracker
 }
 
 // runFailure runs the on_failure steps. Each runs even when an earlier
@@ -198,8 +206,17 @@ func (r *Runner) runFailure(ctx context.Context, f *frame, res *Result) error {
 	return nil
 }
 
-// runStep runs one step: its condition, the journal, the attempts.
+// runStep runs one step and records it for tracked registrations.
 func (r *Runner) runStep(ctx context.Context, f *frame, s *Step) (StepResult, error) {
+	sr, err := r.step(ctx, f, s)
+	if err != nil {
+		return sr, err
+	}
+	return sr, r.trackStep(ctx, f, sr)
+}
+
+// step runs one step: its condition, the journal, the attempts.
+func (r *Runner) step(ctx context.Context, f *frame, s *Step) (StepResult, error) {
 	sr := StepResult{Step: s.Name, Action: s.Action}
 	start := time.Now()
 	defer func() { sr.Duration = time.Since(start) }()
@@ -258,6 +275,9 @@ func (r *Runner) runStep(ctx context.Context, f *frame, s *Step) (StepResult, er
 
 	call := &Call{Msg: msg, RoutingKey: f.key, MessageID: f.id, Correlation: f.corr, Pipeline: f.p.Name,
 		Step: s.Name, Svc: r.Svc, Log: r.Svc.Logger.With("pipeline", f.p.Name, "step", s.Name, "message_id", f.id)}
+	call.mayPublish = func(ctx context.Context, key, id string) (bool, error) {
+		return r.trackPublish(ctx, f, s.Name, key, id)
+	}
 	var err error
 	for call.Attempt = 1; ; call.Attempt++ {
 		err = r.attempt(ctx, s, call)

@@ -143,6 +143,16 @@ func (c *Call) Publish(ctx context.Context, exchange, key string, body Message) 
 		Correlation: c.Correlation,
 		Body:        data,
 	}
+	if c.mayPublish != nil {
+		ok, err := c.mayPublish(ctx, key, out.MessageID)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			c.Notef("not published on %s: the registration was already answered; recorded as late", key)
+			return nil
+		}
+	}
 	if err := c.Svc.Publisher.Publish(ctx, out); err != nil {
 		return err
 	}

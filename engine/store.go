@@ -48,6 +48,35 @@ CREATE TABLE IF NOT EXISTS events (
 	message_id  TEXT NOT NULL,
 	body        TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS registrations (
+	tracker       TEXT NOT NULL,
+	id            TEXT NOT NULL,
+	state         TEXT NOT NULL,
+	start_message TEXT NOT NULL,
+	opened_at     TEXT NOT NULL,
+	deadline_at   TEXT NOT NULL,
+	updated_at    TEXT NOT NULL,
+	closed_at     TEXT NOT NULL DEFAULT '',
+	closed_by     TEXT NOT NULL DEFAULT '',
+	answered      INTEGER NOT NULL DEFAULT 0,
+	waiting_for   TEXT NOT NULL DEFAULT '',
+	last_error    TEXT NOT NULL DEFAULT '',
+	late          TEXT NOT NULL DEFAULT '',
+	msg           TEXT NOT NULL,
+	PRIMARY KEY (tracker, id)
+);
+CREATE TABLE IF NOT EXISTS registration_steps (
+	tracker  TEXT NOT NULL,
+	id       TEXT NOT NULL,
+	at       TEXT NOT NULL,
+	pipeline TEXT NOT NULL,
+	step     TEXT NOT NULL,
+	status   TEXT NOT NULL,
+	attempts INTEGER NOT NULL,
+	note     TEXT NOT NULL,
+	error    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS registration_steps_id ON registration_steps (tracker, id, at);
 CREATE TABLE IF NOT EXISTS journal (
 	scope      TEXT NOT NULL,
 	step       TEXT NOT NULL,

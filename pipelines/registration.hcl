@@ -44,6 +44,22 @@ consumer "web_form" {
   on          = ["completed.*", "notify.*"]
 }
 
+# Every registration is answered exactly once: by the pipelines, or, when
+# the deadline passes first, by on_timeout. A later answer is recorded
+# (regflow status) but not published.
+track "registration" {
+  id       = "{{ msg.username }}"
+  start    = ["request.*"]
+  finish   = ["completed.*"]
+  deadline = env("REGFLOW_DEADLINE", "5m")
+
+  on_timeout {
+    publish "reply" {
+      routing_key = "completed.{{ msg.queuename }}"
+    }
+  }
+}
+
 pipeline "get_next_uid_gid" {
   description            = "Check a request and reserve the user's uid and gid."
   on                     = ["request.*"]

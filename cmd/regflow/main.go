@@ -26,6 +26,7 @@ Usage:
   regflow request USER --email E --fullname F --reason R
                                       submit a registration and wait for its answer
   regflow test [-run REGEXP] DIR...   run the pipeline tests in DIR/*_test.hcl, in a sandbox
+  regflow status [USER]               registrations and their steps
   regflow dead list | replay ID...|--all
                                       show or retry the messages that could not succeed
   regflow graph [--format dot] DIR... the routing picture, as Mermaid or DOT
@@ -67,6 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"docs":     cmdDocs,
 		"test":     cmdTest,
 		"dead":     cmdDead,
+		"status":   cmdStatus,
 	}
 	name := args[0]
 	switch name {

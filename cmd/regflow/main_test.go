@@ -2,11 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"regflow/engine"
 )
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -276,5 +280,45 @@ func TestPipelineTests(t *testing.T) {
 	code, _, errOut = runCLI(t, "test", dir)
 	if code != 1 || !strings.Contains(errOut, `Did you mean "provision"?`) {
 		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}
+
+func TestStatus(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "regflow.db")
+	os.WriteFile(filepath.Join(dir, "p.hcl"), []byte(`store { path = "`+db+`" }
+message { username = string }
+pipeline "log" {
+  on = ["#"]
+  log_event "log" {}
+}`), 0o644)
+	store, err := engine.OpenStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	now := time.Now()
+	store.OpenRegistration(ctx, &engine.Registration{Tracker: "registration", ID: "ana", StartMessage: "m1",
+		OpenedAt: now, DeadlineAt: now.Add(time.Minute), WaitingFor: "provision (verify.ana)",
+		Msg: engine.Message{"username": "ana"}})
+	store.AddRegistrationStep(ctx, "registration", "ana", engine.RegistrationStep{At: now, Pipeline: "provision",
+		Step: "lists", Status: "failed", Attempts: 3, Error: "451 try again later"})
+	store.Close()
+
+	code, out, errOut := runCLI(t, "status", "--config", dir)
+	if code != 0 || !strings.Contains(out, "ana") || !strings.Contains(out, "open") ||
+		!strings.Contains(out, "provision (verify.ana)") {
+		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = runCLI(t, "status", "--config", dir, "ana")
+	for _, want := range []string{"registration ana (registration): open", "waiting for provision (verify.ana)",
+		"last error  provision/lists: 451 try again later", "provision/lists", "failed", "(3 attempts)"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("status ana lacks %q:\n%s", want, out)
+		}
+	}
+	if code, _, errOut := runCLI(t, "status", "--config", dir, "nobody"); code != 1 ||
+		!strings.Contains(errOut, "no registration of nobody") {
+		t.Fatalf("unknown user: exit %d %s", code, errOut)
 	}
 }

@@ -1,0 +1,271 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Registration states.
+const (
+	RegOpen     = "open"      // started, not answered yet
+	RegDone     = "done"      // answered by the pipelines
+	RegTimedOut = "timed_out" // the deadline passed first; answered by on_timeout
+)
+
+// Registration is the progress of one tracked registration.
+type Registration struct {
+	Tracker      string
+	ID           string
+	State        string
+	StartMessage string // identity of the message that opened it
+	OpenedAt     time.Time
+	DeadlineAt   time.Time
+	UpdatedAt    time.Time
+	ClosedAt     time.Time
+	ClosedBy     string // message id of the answer
+	Answered     bool   // on_timeout finished (timed-out registrations)
+	WaitingFor   string
+	LastError    string
+	Late         string // what arrived after the timeout
+	Msg          Message
+}
+
+// RegistrationStep is one step that ran for a registration.
+type RegistrationStep struct {
+	At       time.Time
+	Pipeline string
+	Step     string
+	Status   string
+	Attempts int
+	Note     string
+	Error    string
+}
+
+func parseTime(s string) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, s)
+	return t
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// OpenRegistration starts tracking a registration. It does nothing when
+// the same message opened it already (another pipeline saw it, or it was
+// delivered again) or when one is open; a new message for a finished
+// registration starts it afresh. It reports whether it opened one.
+func (s *Store) OpenRegistration(ctx context.Context, r *Registration) (bool, error) {
+	msg, err := json.Marshal(r.Msg)
+	if err != nil {
+		return false, Permanent(fmt.Errorf("encode registration: %w", err))
+	}
+	res, err := s.db.ExecContext(ctx, `
+INSERT INTO registrations (tracker, id, state, start_message, opened_at, deadline_at, updated_at,
+	waiting_for, msg)
+VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?)
+ON CONFLICT (tracker, id) DO UPDATE SET state = 'open', start_message = excluded.start_message,
+	opened_at = excluded.opened_at, deadline_at = excluded.deadline_at, updated_at = excluded.updated_at,
+	closed_at = '', closed_by = '', answered = 0, waiting_for = excluded.waiting_for, last_error = '',
+	late = '', msg = excluded.msg
+WHERE registrations.state != 'open' AND registrations.start_message != excluded.start_message`,
+		r.Tracker, r.ID, r.StartMessage, formatTime(r.OpenedAt), formatTime(r.DeadlineAt),
+		formatTime(r.OpenedAt), r.WaitingFor, string(msg))
+	if err != nil {
+		return false, storeErr("open registration", err)
+	}
+	n, _ := res.RowsAffected()
+	if n > 0 {
+		_, err = s.db.ExecContext(ctx, `DELETE FROM registration_steps WHERE tracker = ? AND id = ? AND at < ?`,
+			r.Tracker, r.ID, formatTime(r.OpenedAt))
+	}
+	return n > 0, storeErr("open registration", err)
+}
+
+// CloseRegistration records that the answer with message id by is about
+// to be published. It reports whether the answer may go out: yes when the
+// registration was open, or was closed by this same answer before (a
+// replay); no when it timed out or another answer closed it. state is
+// the registration's state before the call, "" when it is not tracked.
+func (s *Store) CloseRegistration(ctx context.Context, tracker, id, by string) (state string, ok bool, err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return "", false, storeErr("begin", err)
+	}
+	defer tx.Rollback()
+	var closedBy string
+	err = tx.QueryRowContext(ctx, `SELECT state, closed_by FROM registrations WHERE tracker = ? AND id = ?`,
+		tracker, id).Scan(&state, &closedBy)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", true, nil
+	}
+	if err != nil {
+		return "", false, storeErr("read registration", err)
+	}
+	switch {
+	case state == RegOpen:
+		now := formatTime(time.Now())
+		_, err = tx.ExecContext(ctx, `UPDATE registrations SET state = 'done', closed_at = ?, closed_by = ?,
+			updated_at = ? WHERE tracker = ? AND id = ?`, now, by, now, tracker, id)
+		if err != nil {
+			return state, false, storeErr("close registration", err)
+		}
+		return state, true, storeErr("commit", tx.Commit())
+	case closedBy == by:
+		return state, true, nil
+	}
+	return state, false, nil
+}
+
+// TimeOutRegistration marks the registration opened by startMessage as
+// timed out, if it is still open. Of several processes racing, one wins.
+func (s *Store) TimeOutRegistration(ctx context.Context, tracker, id, startMessage string) (bool, error) {
+	now := formatTime(time.Now())
+	res, err := s.db.ExecContext(ctx, `UPDATE registrations SET state = 'timed_out', closed_at = ?,
+		updated_at = ? WHERE tracker = ? AND id = ? AND start_message = ? AND state = 'open'`,
+		now, now, tracker, id, startMessage)
+	if err != nil {
+		return false, storeErr("time out registration", err)
+	}
+	n, _ := res.RowsAffected()
+	return n > 0, nil
+}
+
+// MarkAnswered records that a timed-out registration got its answer.
+func (s *Store) MarkAnswered(ctx context.Context, tracker, id string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE registrations SET answered = 1, updated_at = ? WHERE tracker = ? AND id = ?`,
+		formatTime(time.Now()), tracker, id)
+	return storeErr("mark answered", err)
+}
+
+// NoteLate records a result that arrived after the registration timed out.
+func (s *Store) NoteLate(ctx context.Context, tracker, id, what string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE registrations SET late = CASE WHEN late = '' THEN ? ELSE late || '; ' || ? END,
+		updated_at = ? WHERE tracker = ? AND id = ?`, what, what, formatTime(time.Now()), tracker, id)
+	return storeErr("note late result", err)
+}
+
+// NoteWaiting records what an open registration waits for now.
+func (s *Store) NoteWaiting(ctx context.Context, tracker, id, waitingFor string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE registrations SET waiting_for = ?, updated_at = ?
+		WHERE tracker = ? AND id = ? AND state = 'open'`, waitingFor, formatTime(time.Now()), tracker, id)
+	return storeErr("note registration", err)
+}
+
+// AddRegistrationStep records a step that ran for a registration, and its
+// error as the registration's last one.
+func (s *Store) AddRegistrationStep(ctx context.Context, tracker, id string, st RegistrationStep) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return storeErr("begin", err)
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM registrations WHERE tracker = ? AND id = ?`,
+		tracker, id).Scan(&n); err != nil || n == 0 {
+		return storeErr("read registration", err)
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO registration_steps (tracker, id, at, pipeline, step, status,
+		attempts, note, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, tracker, id, formatTime(st.At), st.Pipeline,
+		st.Step, st.Status, st.Attempts, st.Note, st.Error)
+	if err != nil {
+		return storeErr("record registration step", err)
+	}
+	if st.Error != "" {
+		_, err = tx.ExecContext(ctx, `UPDATE registrations SET last_error = ?, updated_at = ? WHERE tracker = ? AND id = ?`,
+			st.Pipeline+"/"+st.Step+": "+st.Error, formatTime(st.At), tracker, id)
+		if err != nil {
+			return storeErr("record registration error", err)
+		}
+	}
+	return storeErr("commit", tx.Commit())
+}
+
+const registrationColumns = `tracker, id, state, start_message, opened_at, deadline_at, updated_at, closed_at,
+	closed_by, answered, waiting_for, last_error, late, msg`
+
+func scanRegistrations(rows *sql.Rows) ([]Registration, error) {
+	defer rows.Close()
+	var out []Registration
+	for rows.Next() {
+		var r Registration
+		var opened, deadline, updated, closed, msg string
+		if err := rows.Scan(&r.Tracker, &r.ID, &r.State, &r.StartMessage, &opened, &deadline, &updated,
+			&closed, &r.ClosedBy, &r.Answered, &r.WaitingFor, &r.LastError, &r.Late, &msg); err != nil {
+			return nil, storeErr("read registrations", err)
+		}
+		r.OpenedAt, r.DeadlineAt, r.UpdatedAt, r.ClosedAt = parseTime(opened), parseTime(deadline),
+			parseTime(updated), parseTime(closed)
+		r.Msg, _ = DecodeMessage([]byte(msg))
+		out = append(out, r)
+	}
+	return out, storeErr("read registrations", rows.Err())
+}
+
+// Registrations returns the tracked registrations, newest first: all of
+// them, or those whose id is id.
+func (s *Store) Registrations(ctx context.Context, id string) ([]Registration, error) {
+	q := `SELECT ` + registrationColumns + ` FROM registrations`
+	var args []any
+	if id != "" {
+		q += ` WHERE id = ?`
+		args = append(args, id)
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY opened_at DESC`, args...)
+	if err != nil {
+		return nil, storeErr("read registrations", err)
+	}
+	return scanRegistrations(rows)
+}
+
+// Registration returns one registration, or nil.
+func (s *Store) Registration(ctx context.Context, tracker, id string) (*Registration, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+registrationColumns+` FROM registrations
+		WHERE tracker = ? AND id = ?`, tracker, id)
+	if err != nil {
+		return nil, storeErr("read registration", err)
+	}
+	regs, err := scanRegistrations(rows)
+	if err != nil || len(regs) == 0 {
+		return nil, err
+	}
+	return &regs[0], nil
+}
+
+// PendingRegistrations returns the registrations a deadline watcher must
+// look after: open ones, and timed-out ones whose answer did not go out.
+func (s *Store) PendingRegistrations(ctx context.Context) ([]Registration, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+registrationColumns+` FROM registrations
+		WHERE state = 'open' OR (state = 'timed_out' AND answered = 0)`)
+	if err != nil {
+		return nil, storeErr("read registrations", err)
+	}
+	return scanRegistrations(rows)
+}
+
+// RegistrationSteps returns the steps recorded for a registration, in order.
+func (s *Store) RegistrationSteps(ctx context.Context, tracker, id string) ([]RegistrationStep, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT at, pipeline, step, status, attempts, note, error
+		FROM registration_steps WHERE tracker = ? AND id = ? ORDER BY at`, tracker, id)
+	if err != nil {
+		return nil, storeErr("read registration steps", err)
+	}
+	defer rows.Close()
+	var out []RegistrationStep
+	for rows.Next() {
+		var st RegistrationStep
+		var at string
+		if err := rows.Scan(&at, &st.Pipeline, &st.Step, &st.Status, &st.Attempts, &st.Note, &st.Error); err != nil {
+			return nil, storeErr("read registration steps", err)
+		}
+		st.At = parseTime(at)
+		out = append(out, st)
+	}
+	return out, storeErr("read registration steps", rows.Err())
+}
