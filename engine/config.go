@@ -62,6 +62,10 @@ type BrokerConfig struct {
 	QueuePrefix string
 	DeadLetter  string // exchange and queue that take messages that can never succeed
 	MaxBody     int    // bytes; larger bodies are refused
+
+	// ConsumerTimeout is the broker's consumer_timeout: a delivery not
+	// acknowledged within it closes the channel. Retries stop in time.
+	ConsumerTimeout time.Duration
 }
 
 // StoreConfig is the store block.
@@ -140,14 +144,15 @@ type Retry struct {
 
 // Defaults of the configuration blocks.
 const (
-	DefaultAMQPURL     = "amqp://guest:guest@localhost:5672/"
-	DefaultExchange    = "RegUsr"
-	DefaultPrefetch    = 32
-	DefaultStorePath   = "var/regflow.db"
-	DefaultOutbox      = "var/outbox"
-	DefaultFrom        = "regflow <regflow@localhost>"
-	DefaultMaxBody     = 1 << 20
-	DefaultStepTimeout = 60 * time.Second
+	DefaultAMQPURL         = "amqp://guest:guest@localhost:5672/"
+	DefaultExchange        = "RegUsr"
+	DefaultPrefetch        = 32
+	DefaultStorePath       = "var/regflow.db"
+	DefaultOutbox          = "var/outbox"
+	DefaultFrom            = "regflow <regflow@localhost>"
+	DefaultMaxBody         = 1 << 20
+	DefaultStepTimeout     = 60 * time.Second
+	DefaultConsumerTimeout = 30 * time.Minute
 )
 
 // blockAttrs are the attributes of the configuration blocks, for the loader
@@ -167,6 +172,9 @@ var (
 			Doc: "Name of the fanout exchange and the durable queue that keep messages that can never succeed."},
 		{Name: "max_body", Kind: AttrInt, Default: "1048576",
 			Doc: "Largest message body accepted, in bytes; larger ones are dead-lettered."},
+		{Name: "consumer_timeout", Kind: AttrDuration, Default: `"30m"`,
+			Doc: "The broker's consumer_timeout. A chain stops retrying in time to be acknowledged within it, " +
+				"and validate warns about retry policies that could outlast it."},
 	}
 	storeAttrs = []AttrSpec{
 		{Name: "path", Kind: AttrString, Default: `"` + DefaultStorePath + `"`,

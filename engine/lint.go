@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 )
@@ -26,6 +27,13 @@ func (l *loader) lint() {
 		for _, chain := range [][]*Step{p.Steps, p.OnFailure} {
 			for i, s := range chain {
 				l.lintPublish(p, s)
+				if worst := s.Retry.worst(s.Timeout); s.Retry.Attempts > 1 && worst > l.cfg.Broker.ConsumerTimeout/2 {
+					l.warnf(s.Range, "Retries may outlast the consumer timeout",
+						"Step %q may take up to %s with its retries (%d attempts of up to %s, with backoff), "+
+							"more than half the broker's consumer_timeout of %s; the engine stops retrying in time, "+
+							"so the last attempts would never run. Lower attempts, timeout or max_backoff.",
+						s.Name, worst.Round(time.Second), s.Retry.Attempts, s.Timeout, l.cfg.Broker.ConsumerTimeout)
+				}
 				if s.When != nil && strings.TrimSpace(s.When.Source) == "false" {
 					l.warnf(s.When.Range, "Step never runs", "The condition is always false, so step %q never "+
 						"runs. Remove the step, or the condition.", s.Name)
@@ -119,4 +127,13 @@ func (l *loader) bound(shape keyShape) bool {
 		}
 	}
 	return false
+}
+
+// worst is the longest a step with this retry policy can take.
+func (r Retry) worst(timeout time.Duration) time.Duration {
+	total := time.Duration(r.Attempts) * timeout
+	for n := 1; n < r.Attempts; n++ {
+		total += r.cap(n)
+	}
+	return total
 }

@@ -90,7 +90,7 @@ var topBlocks = []string{"broker", "store", "mail", "message", "pipeline", "cons
 func (l *loader) load(files []string) (*Config, hcl.Diagnostics) {
 	l.cfg = &Config{
 		Broker: BrokerConfig{URL: DefaultAMQPURL, Exchange: DefaultExchange, Prefetch: DefaultPrefetch,
-			MaxBody: DefaultMaxBody},
+			MaxBody: DefaultMaxBody, ConsumerTimeout: DefaultConsumerTimeout},
 		Store:   StoreConfig{Path: DefaultStorePath},
 		Mail:    MailConfig{Outbox: DefaultOutbox, From: DefaultFrom},
 		Message: Schema{},
@@ -383,6 +383,8 @@ func (l *loader) decodeConfigBlock(dec *decoder, b *hclsyntax.Block) {
 			if c.Broker.MaxBody < 1024 {
 				l.errorf(a.Expr.Range(), "Invalid max_body", "max_body is in bytes and must be at least 1024.")
 			}
+		case "broker.consumer_timeout":
+			c.Broker.ConsumerTimeout = v.(time.Duration)
 		case "store.path":
 			c.Store.Path = v.(string)
 		case "mail.smtp":

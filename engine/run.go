@@ -125,7 +125,8 @@ func (r *Runner) Handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 		return res, nil
 	}
 	res.Msg = msg
-	f := &frame{p: p, id: id, key: d.RoutingKey, corr: d.Correlation, msg: msg}
+	f := &frame{p: p, id: id, key: d.RoutingKey, corr: d.Correlation, msg: msg,
+		budget: time.Now().Add(r.Config.Broker.ConsumerTimeout * 9 / 10)}
 
 	if p.CheckMessage {
 		if problems := r.Config.Message.Check(msg); len(problems) > 0 {
@@ -186,6 +187,10 @@ type frame struct {
 	corr    string
 	msg     Message
 	timeout bool // the on_timeout steps of a tracker
+
+	// budget is when the delivery must be finished to be acknowledged
+	// before the broker's consumer_timeout; retries stop before it.
+	budget time.Time
 }
 
 // runFailure runs the on_failure steps. Each runs even when an earlier
@@ -285,6 +290,11 @@ func (r *Runner) step(ctx context.Context, f *frame, s *Step) (StepResult, error
 			break
 		}
 		wait := backoff(s.Retry, call.Attempt)
+		if !f.budget.IsZero() && time.Until(f.budget) < wait+s.Timeout {
+			err = fmt.Errorf("%w (gave up after %d attempts: another could outlast the broker's consumer_timeout)",
+				err, call.Attempt)
+			break
+		}
 		call.Log.Warn("step failed, retrying", "action", s.Action, "attempt", call.Attempt,
 			"retry_in", wait.Round(time.Millisecond).String(), "error", err.Error())
 		select {
@@ -365,16 +375,20 @@ func (s *Stub) Run(ctx context.Context, c *Call) error {
 	return nil
 }
 
-// backoff is the wait before attempt n+1: exponential from Backoff, capped
-// at MaxBackoff, with up to 25% jitter so that retries spread out.
-func backoff(r Retry, n int) time.Duration {
+// cap is the wait before attempt n+1 without jitter: exponential from
+// Backoff, capped at MaxBackoff.
+func (r Retry) cap(n int) time.Duration {
 	d := r.Backoff
 	for i := 1; i < n && d < r.MaxBackoff; i++ {
 		d *= 2
 	}
-	if d > r.MaxBackoff {
-		d = r.MaxBackoff
-	}
+	return min(d, r.MaxBackoff)
+}
+
+// backoff is the wait before attempt n+1, with up to 25% jitter so that
+// retries of many messages spread out.
+func backoff(r Retry, n int) time.Duration {
+	d := r.cap(n)
 	return d - time.Duration(rand.Int64N(int64(d)/4+1))
 }
 

@@ -429,3 +429,36 @@ pipeline "p" {
 		t.Fatalf("steps = %s, errmsg = %q", got, res.Errmsg())
 	}
 }
+
+// TestRetryBudget checks that retries stop in time for the delivery to be
+// acknowledged within the broker's consumer_timeout.
+func TestRetryBudget(t *testing.T) {
+	src := `
+broker { consumer_timeout = "500ms" }
+message { username = string }
+pipeline "p" {
+  on = ["#"]
+  step "flaky" {
+    timeout = "50ms"
+    retry {
+      attempts    = 50
+      backoff     = "100ms"
+      max_backoff = "100ms"
+    }
+  }
+}`
+	acts := map[string]*testAction{"flaky": {failFirst: 100}}
+	_, r, _ := loadTest(t, src, acts)
+	start := time.Now()
+	res := handle(t, r, `{"username":"ana"}`)
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Fatalf("the chain took %s, past the 500ms consumer timeout", took)
+	}
+	errs := res.Errmsg()
+	if len(errs) != 1 || !strings.Contains(errs[0], "another could outlast the broker's consumer_timeout") {
+		t.Fatalf("errmsg = %q", errs)
+	}
+	if n := acts["flaky"].calls.Load(); n < 2 || n > 5 {
+		t.Fatalf("%d attempts, want a few", n)
+	}
+}

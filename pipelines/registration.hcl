@@ -101,6 +101,11 @@ pipeline "provision" {
     path     = "users/{{ msg.username }}.json"
     message  = "Add user {{ msg.username }} ({{ msg.fullname }})"
     on_error = "continue"
+
+    retry { # another git process holding the index, a push race
+      attempts = 4
+      backoff  = "500ms"
+    }
   }
 
   subscribe_list "lists" {
@@ -109,6 +114,12 @@ pipeline "provision" {
     server   = env("REGFLOW_LISTSERV", "listserv@lists.example.edu")
     once     = "lists:{{ msg.username }}"
     on_error = "continue"
+
+    retry { # SMTP 4xx replies and timeouts; 5xx replies are not retried
+      attempts    = 6
+      backoff     = "2s"
+      max_backoff = "30s"
+    }
   }
 
   publish "done" {
@@ -131,7 +142,14 @@ pipeline "notify" {
     to      = ["{{ msg.email }}"]
     subject = "Your research computing account {{ msg.username }}"
     once    = "welcome:{{ msg.username }}"
-    body    = <<-EOT
+
+    retry {
+      attempts    = 6
+      backoff     = "2s"
+      max_backoff = "30s"
+    }
+
+    body = <<-EOT
       Dear {{ msg.fullname }},
 
       your account {{ msg.username }} is ready (uid {{ msg.uid }}, gid {{ msg.gid }}).
@@ -145,7 +163,14 @@ pipeline "notify" {
     to      = [env("REGFLOW_ADMIN_EMAIL", "rc-admin@example.edu")]
     subject = "New account {{ msg.username }} ({{ msg.uid }})"
     once    = "report:{{ msg.username }}"
-    body    = <<-EOT
+
+    retry {
+      attempts    = 6
+      backoff     = "2s"
+      max_backoff = "30s"
+    }
+
+    body = <<-EOT
       User:    {{ msg.username }} ({{ msg.fullname }})
       Email:   {{ msg.email }}
       uid/gid: {{ msg.uid }}/{{ msg.gid }}
