@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"regflow/engine"
@@ -147,6 +148,9 @@ func (g *gitCommit) Run(ctx context.Context, c *engine.Call) error {
 	if err := r.ensure(ctx, g.branch); err != nil {
 		return err
 	}
+	if err := r.clearStaleLock(c); err != nil {
+		return err
+	}
 	if err := writeFileAtomic(filepath.Join(dir, rel), content); err != nil {
 		return engine.Transient(fmt.Errorf("write %s: %w", rel, err))
 	}
@@ -214,7 +218,11 @@ type gitRepo struct {
 func (r *gitRepo) git(ctx context.Context, stdin []byte, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, "git", append([]string{"-C", r.dir}, args...)...)
 	cmd.Env = r.env
-	cmd.WaitDelay = 2 * time.Second
+	// Ask git to stop with SIGTERM, on which it removes its lock files;
+	// SIGKILL would leave index.lock behind and lock out every later
+	// commit. Only a git that ignores SIGTERM is killed, after WaitDelay.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
@@ -244,6 +252,27 @@ func (r *gitRepo) git(ctx context.Context, stdin []byte, args ...string) ([]byte
 }
 
 var errDiffers = errors.New("differs")
+
+// staleLock is how old an index.lock must be before regflow takes it for
+// the leftover of a git process that died (killed, or its machine lost
+// power) rather than the mark of one at work.
+const staleLock = 2 * time.Minute
+
+// clearStaleLock removes an index.lock older than staleLock. Within this
+// process the repository lock serializes git, so a lock file is another
+// process's, alive or dead.
+func (r *gitRepo) clearStaleLock(c *engine.Call) error {
+	lock := filepath.Join(r.dir, ".git", "index.lock")
+	st, err := os.Stat(lock)
+	if err != nil || time.Since(st.ModTime()) < staleLock {
+		return nil
+	}
+	c.Log.Warn("removing a stale git lock", "path", lock, "age", time.Since(st.ModTime()).Round(time.Second).String())
+	if err := os.Remove(lock); err != nil && !os.IsNotExist(err) {
+		return engine.Permanent(fmt.Errorf("remove stale %s: %w", lock, err))
+	}
+	return nil
+}
 
 // ensure creates the repository when it does not exist yet.
 func (r *gitRepo) ensure(ctx context.Context, branch string) error {

@@ -28,10 +28,11 @@ type Engine struct {
 	// flight; those still running after it are left for redelivery.
 	DrainTimeout time.Duration
 
-	pub      sessionPublisher
-	ready    atomic.Bool
-	inFlight atomic.Int64
-	catchAll map[string]bool // pipelines bound to "#" alone
+	pub          sessionPublisher
+	redeliveries redeliveryLog
+	ready        atomic.Bool
+	inFlight     atomic.Int64
+	catchAll     map[string]bool // pipelines bound to "#" alone
 }
 
 // NewEngine returns an engine for cfg on the broker at url. svc supplies
@@ -220,16 +221,32 @@ func (e *Engine) session(ctx context.Context) error {
 		e.log.Info("stopped")
 		return nil
 	case amqpErr := <-connClosed:
-		cancelWork()
-		handlers.Wait()
+		e.ready.Store(false)
+		e.settle(&handlers, cancelWork)
 		if amqpErr == nil {
 			return Unavailable(errors.New("connection closed"))
 		}
 		return Unavailable(fmt.Errorf("connection closed: %s", amqpErr.Reason))
 	case err := <-lost:
-		cancelWork()
-		handlers.Wait()
+		e.ready.Store(false)
+		e.settle(&handlers, cancelWork)
 		return Unavailable(err)
+	}
+}
+
+// settle lets the handlers of a lost connection finish what they are
+// doing, so that no side effect is cut off half-way; their publishing
+// fails and nothing is acknowledged, so the broker delivers the messages
+// again and the journal replays what was done. Handlers still running
+// after DrainTimeout are cancelled.
+func (e *Engine) settle(handlers *sync.WaitGroup, cancel context.CancelFunc) {
+	done := make(chan struct{})
+	go func() { handlers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(e.DrainTimeout):
+		cancel()
+		<-done
 	}
 }
 
@@ -237,7 +254,7 @@ func (e *Engine) session(ctx context.Context) error {
 func (e *Engine) handle(ctx context.Context, p *Pipeline, d amqp.Delivery) {
 	log := e.log.With("pipeline", p.Name, "routing_key", d.RoutingKey)
 	if d.Redelivered {
-		log.Warn("redelivered message; finished steps replay from the journal", "message_id", d.MessageId)
+		e.redeliveries.note(e.log, p.Name)
 	}
 	if e.catchAll[p.Name] {
 		e.warnUnconsumed(p, d.RoutingKey)
@@ -348,4 +365,28 @@ func (e *Engine) warnUnconsumed(p *Pipeline, key string) {
 		e.log.Warn("no pipeline consumed this message; a dot in a name must be sent as %2E",
 			"routing_key", key, "near", strings.Join(near, ", "))
 	}
+}
+
+// redeliveryLog reports redelivered messages at most once per pipeline
+// every ten seconds, with a count: after a crash every message in flight
+// comes back, and a line each would bury everything else.
+type redeliveryLog struct {
+	mu   sync.Mutex
+	last map[string]time.Time // guarded by mu
+	seen map[string]int       // since the last line; guarded by mu
+}
+
+func (r *redeliveryLog) note(log *slog.Logger, pipeline string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last == nil {
+		r.last, r.seen = map[string]time.Time{}, map[string]int{}
+	}
+	r.seen[pipeline]++
+	if time.Since(r.last[pipeline]) < 10*time.Second {
+		return
+	}
+	log.Warn("redelivered messages; finished steps replay from the journal", "pipeline", pipeline,
+		"count", r.seen[pipeline])
+	r.last[pipeline], r.seen[pipeline] = time.Now(), 0
 }

@@ -263,11 +263,17 @@ func redactURLError(err error) error {
 	return err
 }
 
-// SMTP sends mail through an SMTP server with go-mail.
+// SMTP sends mail through an SMTP server with go-mail. It keeps a few
+// sessions open and reuses them, so that a mail costs one SMTP
+// transaction rather than a connection, a TLS handshake and a login.
 type SMTP struct {
 	cfg  *SMTPConfig
 	opts []mail.Option
+	idle chan *mail.Client // open sessions not in use
 }
+
+// smtpIdle is how many open sessions an SMTP mailer keeps.
+const smtpIdle = 4
 
 // NewSMTP returns a mailer for the server described by cfg.
 func NewSMTP(cfg *SMTPConfig) *SMTP {
@@ -300,23 +306,67 @@ func NewSMTP(cfg *SMTPConfig) *SMTP {
 	if cfg.HELO != "" {
 		opts = append(opts, mail.WithHELO(cfg.HELO))
 	}
-	return &SMTP{cfg: cfg, opts: opts}
+	return &SMTP{cfg: cfg, opts: opts, idle: make(chan *mail.Client, smtpIdle)}
 }
 
-// Send delivers m in its own SMTP session.
+// session returns an open session, from the idle ones or a new one.
+func (s *SMTP) session(ctx context.Context) (*mail.Client, bool, error) {
+	select {
+	case c := <-s.idle:
+		return c, true, nil
+	default:
+	}
+	c, err := mail.NewClient(s.cfg.Host, s.opts...)
+	if err != nil {
+		return nil, false, Permanent(fmt.Errorf("smtp client: %w", err))
+	}
+	if err := c.DialWithContext(ctx); err != nil {
+		return nil, false, classifySMTP(s.cfg, err)
+	}
+	return c, false, nil
+}
+
+// Send delivers m. A reused session that the server closed in the
+// meantime fails its connection check before anything is sent; the mail
+// then goes through a new session.
 func (s *SMTP) Send(ctx context.Context, m *Mail) error {
 	msg, err := m.build()
 	if err != nil {
 		return err
 	}
-	client, err := mail.NewClient(s.cfg.Host, s.opts...)
-	if err != nil {
-		return Permanent(fmt.Errorf("smtp client: %w", err))
-	}
-	if err := client.DialAndSendWithContext(ctx, msg); err != nil {
+	for {
+		c, reused, err := s.session(ctx)
+		if err != nil {
+			return err
+		}
+		err = c.Send(msg)
+		if err == nil {
+			select {
+			case s.idle <- c:
+			default:
+				c.Close()
+			}
+			return nil
+		}
+		c.Close()
+		var se *mail.SendError
+		if reused && errors.As(err, &se) && se.Reason == mail.ErrConnCheck {
+			continue
+		}
 		return classifySMTP(s.cfg, err)
 	}
-	return nil
+}
+
+// Close ends the idle sessions.
+func (s *SMTP) Close() {
+	for {
+		select {
+		case c := <-s.idle:
+			c.Close()
+		default:
+			return
+		}
+	}
 }
 
 // classifySMTP says whether a retry can help: 4xx replies, timeouts and
