@@ -6,7 +6,7 @@ GO      ?= go
 BIN     := bin/regflow
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build demo test unit services stop-services clean
+.PHONY: all build demo test fuzz unit services stop-services clean help
 
 all: build
 
@@ -21,6 +21,12 @@ demo: build
 ## test: unit and integration tests (starts RabbitMQ and Mailpit when they are not running)
 test:
 	scripts/test.sh
+
+## fuzz: the loader and message fuzzers, five minutes each (FUZZTIME=…)
+fuzz:
+	for t in FuzzLoad FuzzDecodeMessage; do \
+		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $${FUZZTIME:-5m} -fuzzminimizetime 30s ./engine || exit 1; \
+	done
 
 ## unit: the tests that need no services
 unit:

@@ -1,11 +1,9 @@
 //go:build fault
 
-// Package fault holds the tests that break things on purpose: regflow
-// killed with -9, RabbitMQ restarted, the connection closed from the
-// broker, the SMTP server down, the git repository locked. They run
-// regflow as a separate process on the shipped pipelines, against the real
-// broker, SMTP server and git, one at a time after the other tests (they
-// restart the broker).
+// These tests break things on purpose: regflow killed with -9, RabbitMQ
+// restarted, the connection closed from the broker, the SMTP server down,
+// the git repository locked. They run regflow as a separate process on
+// the shipped pipelines, against the real broker, SMTP server and git.
 package fault_test
 
 import (
