@@ -61,6 +61,13 @@ func newPublish(c *engine.StepConfig) (engine.Action, error) {
 	for _, f := range c.Strings("omit") {
 		p.omit[f] = true
 	}
+	for _, s := range p.set {
+		if t, ok := c.Schema[s.Name]; ok && !t.Accepts(s.Program.Type) {
+			return nil, c.ErrorAt(s.Program.Range, "Wrong type for "+s.Name,
+				"set gives %s the value of %q, of type %s, but the message block declares %s as %s; "+
+					"the published message would be refused.", s.Name, s.Program.Source, s.Program.Type, s.Name, t)
+		}
+	}
 	return p, nil
 }
 

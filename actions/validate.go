@@ -43,6 +43,10 @@ var Validate = &engine.ActionSpec{
 			Doc: "Fields that must be usable as one routing-key word: non-empty, no dots or wildcards."},
 		{Name: "multiline", Kind: engine.AttrStrings,
 			Doc: "String fields that may hold line breaks and tabs; every other string field refuses control characters."},
+		{Name: "max_length", Kind: engine.AttrInt, Default: "256",
+			Doc: "Longest a string field may be, in characters; multiline fields excepted."},
+		{Name: "max_multiline", Kind: engine.AttrInt, Default: "4096",
+			Doc: "Longest a multiline field may be, in characters."},
 		{Name: "rules", Kind: engine.AttrRules,
 			Doc:     "expr conditions that must hold, each with the message given when it does not.",
 			Example: `rules = { "msg.queuename == queuename(msg.username)" = "queuename must be the encoded username" }`},
@@ -66,6 +70,8 @@ type validate struct {
 	rules     []engine.Rule
 	unique    []engine.Pair
 	owner     string
+	maxLen    int
+	maxMulti  int
 }
 
 func newValidate(c *engine.StepConfig) (engine.Action, error) {
@@ -77,6 +83,8 @@ func newValidate(c *engine.StepConfig) (engine.Action, error) {
 		rules:     c.Rules("rules"),
 		unique:    c.StringMap("unique"),
 		owner:     c.String("owner", "username"),
+		maxLen:    c.Int("max_length", 256),
+		maxMulti:  c.Int("max_multiline", 4096),
 		reserved:  map[string]bool{},
 		multiline: map[string]bool{},
 	}
@@ -144,6 +152,14 @@ func (v *validate) Run(ctx context.Context, c *engine.Call) error {
 		}
 		if r, ok := controlChar(s, v.multiline[f]); ok {
 			bad(f, "control character %U is not allowed", r)
+			continue
+		}
+		limit := v.maxLen
+		if v.multiline[f] {
+			limit = v.maxMulti
+		}
+		if n := utf8.RuneCountInString(s); n > limit {
+			bad(f, "is %d characters long; at most %d are allowed", n, limit)
 		}
 	}
 	for _, f := range v.usernames {
@@ -264,6 +280,12 @@ func BareAddress(s string) (string, error) {
 		return "", errors.New("must be a bare address such as ana@example.org")
 	}
 	local, domain := s[:at], s[at+1:]
+	if len(local) > 64 {
+		return "", fmt.Errorf("the part before the @ is %d characters long; at most 64 are allowed", len(local))
+	}
+	if len(s) > 254 {
+		return "", fmt.Errorf("is %d characters long; an address has at most 254", len(s))
+	}
 	if strings.HasPrefix(local, `"`) {
 		return "", errors.New("a quoted local part is not supported; write the address without quotes")
 	}

@@ -411,3 +411,33 @@ func TestBareAddress(t *testing.T) {
 		})
 	}
 }
+
+// TestValidateLengths refuses values longer than the configured limits, and
+// addresses longer than the mail standards allow.
+func TestValidateLengths(t *testing.T) {
+	tests := []struct {
+		name    string
+		field   string
+		value   string
+		wantErr string
+	}{
+		{"long fullname", "fullname", strings.Repeat("x", 257), "fullname: is 257 characters long; at most 256 are allowed"},
+		{"fullname at the limit", "fullname", strings.Repeat("x", 256), ""},
+		{"long multiline reason", "reason", strings.Repeat("y\n", 2049), "reason: is 4098 characters long; at most 4096 are allowed"},
+		{"65-character local part", "email", strings.Repeat("a", 65) + "@example.org",
+			"email: the part before the @ is 65 characters long; at most 64 are allowed"},
+		{"64-character local part", "email", strings.Repeat("a", 64) + "@example.org", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, registerPipeline)
+			res := e.run("register", "request.ana", request("ana", tt.field, tt.value))
+			if tt.wantErr == "" {
+				wantOK(t, res, "request")
+				return
+			}
+			wantFailed(t, res, "request", tt.wantErr)
+			wantUntouched(t, e)
+		})
+	}
+}

@@ -199,6 +199,15 @@ func (c *StepConfig) Errorf(attr, summary, format string, args ...any) error {
 	}}
 }
 
+// ErrorAt returns a diagnostic, as an error, at rng: a part of an
+// attribute such as one entry of a map.
+func (c *StepConfig) ErrorAt(rng hcl.Range, summary, format string, args ...any) error {
+	if rng.Filename == "" {
+		rng = c.Range
+	}
+	return hcl.Diagnostics{diag(rng, summary, fmt.Sprintf(format, args...))}
+}
+
 // decoder decodes attribute values of one file.
 type decoder struct {
 	ctx *hcl.EvalContext

@@ -485,6 +485,7 @@ pipeline "needs_flag" {
     command = ["test", "-f", "`+flag+`"]
   }
   publish "done" {
+    when        = "routing_key == 'job.ana'" # a replay keeps its routing key
     routing_key = "done.{{ msg.username }}"
   }
 }`), 0o644)
@@ -520,7 +521,7 @@ pipeline "needs_flag" {
 
 	os.WriteFile(flag, nil, 0o644)
 	replayed, err := engine.ReplayDead(context.Background(), conn, le.cfg, le.svc.Store, nil, true)
-	if err != nil || len(replayed) != 1 || replayed[0] != "job-1" {
+	if err != nil || len(replayed) != 1 || replayed[0] != "needs_flag/job-1" {
 		t.Fatalf("replay = %v, %v", replayed, err)
 	}
 	deadline = time.Now().Add(10 * time.Second)
@@ -544,7 +545,7 @@ pipeline "needs_flag" {
 		t.Fatalf("%d dead letters left after the replay", len(left))
 	}
 	if _, err := engine.ReplayDead(context.Background(), conn, le.cfg, le.svc.Store, []string{"nope"}, false); err == nil ||
-		!strings.Contains(err.Error(), "no dead letter with id nope") {
+		!strings.Contains(err.Error(), "no dead letter nope") {
 		t.Fatalf("replay of an unknown id: %v", err)
 	}
 }

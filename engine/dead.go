@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -11,15 +12,19 @@ import (
 // DeadLetter is a message in the dead-letter queue, with the headers the
 // engine put on it.
 type DeadLetter struct {
-	ID         string
-	Time       string
-	Pipeline   string
-	Step       string
-	Queue      string // the pipeline's queue, where a replay goes
-	RoutingKey string
-	Reason     string
-	Body       []byte
+	ID         string `json:"id"`
+	Time       string `json:"time"`
+	Pipeline   string `json:"pipeline"`
+	Step       string `json:"step"`
+	Queue      string `json:"queue"` // the pipeline's queue, where a replay goes
+	RoutingKey string `json:"routing_key"`
+	Reason     string `json:"reason"`
+	Body       []byte `json:"body"`
 }
+
+// Ref names one dead letter: the same message given up by two pipelines
+// is two dead letters with one id.
+func (d DeadLetter) Ref() string { return d.Pipeline + "/" + d.ID }
 
 func deadLetterOf(d amqp.Delivery) DeadLetter {
 	h := func(k string) string {
@@ -79,49 +84,64 @@ func ListDead(conn *amqp.Connection, cfg *Config) ([]DeadLetter, error) {
 }
 
 // ReplayDead puts dead letters back on the queue of the pipeline that
-// gave them up: those whose id is in ids, or all of them. Failed steps
-// are forgotten from the journal first, so the replay tries them again
-// while steps that succeeded replay their recorded results. It returns the
-// ids it replayed.
-func ReplayDead(ctx context.Context, conn *amqp.Connection, cfg *Config, store *Store, ids []string, all bool) ([]string, error) {
+// gave them up: those named in refs (an id, or pipeline/id for one
+// pipeline's copy), or all of them. Failed steps are forgotten from the
+// journal first, so the replay tries them again while steps that
+// succeeded replay their recorded results. The message keeps its routing
+// key. A dead letter from a pipeline cfg does not have is left where it
+// is. It returns the references it replayed.
+func ReplayDead(ctx context.Context, conn *amqp.Connection, cfg *Config, store *Store, refs []string, all bool) ([]string, error) {
 	want := map[string]bool{}
-	for _, id := range ids {
-		want[id] = true
+	for _, r := range refs {
+		want[r] = true
+	}
+	queues := map[string]bool{}
+	for _, p := range cfg.Pipelines {
+		queues[p.Queue] = true
 	}
 	pub := NewBrokerPublisher(conn, nil)
 	defer pub.Close()
-	var replayed []string
+	var replayed, foreign []string
+	matched := map[string]bool{}
 	err := browse(conn, cfg, func(_ *amqp.Channel, d amqp.Delivery) (bool, error) {
 		dl := deadLetterOf(d)
-		if !all && !want[dl.ID] {
+		if !all && !want[dl.ID] && !want[dl.Ref()] {
 			return false, nil
 		}
-		if dl.Queue == "" {
-			return false, fmt.Errorf("dead letter %s has no %s header; it was not dead-lettered by regflow",
-				dl.ID, HeaderQueue)
+		matched[dl.ID], matched[dl.Ref()] = true, true
+		if dl.Queue == "" || !queues[dl.Queue] {
+			foreign = append(foreign, dl.Ref())
+			return false, nil
 		}
 		if store != nil && dl.Pipeline != "" {
 			if err := store.JournalForgetFailed(ctx, dl.Pipeline+"/"+dl.ID); err != nil {
 				return false, err
 			}
 		}
-		// The default exchange routes by queue name: only the pipeline
-		// that gave the message up sees it again.
+		// The default exchange routes by queue name, so only the pipeline
+		// that gave the message up sees it again; the header carries the
+		// routing key it first had.
 		err := pub.Publish(ctx, &Outgoing{Exchange: "", RoutingKey: dl.Queue, MessageID: dl.ID,
 			Correlation: d.CorrelationId, Body: dl.Body,
-			Headers: map[string]any{"x-regflow-replayed": time.Now().UTC().Format(time.RFC3339)}})
+			Headers: map[string]any{HeaderRoutingKey: dl.RoutingKey,
+				HeaderReplayed: time.Now().UTC().Format(time.RFC3339)}})
 		if err != nil {
-			return false, fmt.Errorf("replay %s: %w", dl.ID, err)
+			return false, fmt.Errorf("replay %s: %w", dl.Ref(), err)
 		}
-		replayed = append(replayed, dl.ID)
+		replayed = append(replayed, dl.Ref())
 		return true, nil
 	})
-	if err == nil && !all {
-		for _, id := range ids {
-			if !contains(replayed, id) {
-				return replayed, fmt.Errorf("no dead letter with id %s", id)
-			}
+	if err != nil {
+		return replayed, err
+	}
+	if len(foreign) > 0 {
+		return replayed, fmt.Errorf("not replayed, since no pipeline of this configuration reads its queue: %s",
+			strings.Join(foreign, ", "))
+	}
+	for _, r := range refs {
+		if !matched[r] {
+			return replayed, fmt.Errorf("no dead letter %s", r)
 		}
 	}
-	return replayed, err
+	return replayed, nil
 }

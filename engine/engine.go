@@ -256,11 +256,15 @@ func (e *Engine) handle(ctx context.Context, p *Pipeline, d amqp.Delivery) {
 	if d.Redelivered {
 		e.redeliveries.note(e.log, p.Name)
 	}
-	if e.catchAll[p.Name] {
+	if e.catchAll[p.Name] && d.Exchange != "" {
 		e.warnUnconsumed(p, d.RoutingKey)
 	}
+	key := d.RoutingKey
+	if rk, ok := d.Headers[HeaderRoutingKey].(string); ok && d.Exchange == "" {
+		key = rk // a dead letter put back by regflow dead replay
+	}
 	res, err := e.runner.Handle(ctx, p, &Delivery{
-		RoutingKey: d.RoutingKey, MessageID: d.MessageId, Correlation: d.CorrelationId, Body: d.Body,
+		RoutingKey: key, MessageID: d.MessageId, Correlation: d.CorrelationId, Body: d.Body,
 		Redelivered: d.Redelivered})
 	log = log.With("message_id", res.MessageID)
 	if username, ok := res.Msg["username"].(string); ok {
@@ -313,6 +317,7 @@ const (
 	HeaderRoutingKey = "x-regflow-routing-key"
 	HeaderQueue      = "x-regflow-queue"
 	HeaderTime       = "x-regflow-time"
+	HeaderReplayed   = "x-regflow-replayed"
 )
 
 func (e *Engine) deadLetter(ctx context.Context, p *Pipeline, d amqp.Delivery, res *Result) error {
@@ -324,14 +329,14 @@ func (e *Engine) deadLetter(ctx context.Context, p *Pipeline, d amqp.Delivery, r
 	}
 	out := &Outgoing{
 		Exchange:   e.cfg.Broker.DeadLetter,
-		RoutingKey: d.RoutingKey,
+		RoutingKey: res.RoutingKey,
 		MessageID:  res.MessageID,
 		Body:       d.Body,
 		Headers: map[string]any{
 			HeaderPipeline:   p.Name,
 			HeaderStep:       step,
 			HeaderReason:     res.DeadLetter,
-			HeaderRoutingKey: d.RoutingKey,
+			HeaderRoutingKey: res.RoutingKey,
 			HeaderQueue:      p.Queue,
 			HeaderTime:       time.Now().UTC().Format(time.RFC3339),
 		},
@@ -362,7 +367,8 @@ func (e *Engine) warnUnconsumed(p *Pipeline, key string) {
 		}
 	}
 	if len(near) > 0 {
-		e.log.Warn("no pipeline consumed this message; a dot in a name must be sent as %2E",
+		e.log.Warn("no pipeline acted on this message, only catch-all ones saw it; "+
+			"a dot in a name must be sent as %2E",
 			"routing_key", key, "near", strings.Join(near, ", "))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -19,7 +20,8 @@ import (
 // Program is an expr program compiled once at load and run per message.
 type Program struct {
 	Source string
-	Range  hcl.Range // where the source stands in its HCL file
+	Range  hcl.Range    // where the source stands in its HCL file
+	Type   reflect.Type // the result type the checker found; nil when unknown
 	prog   *vm.Program
 }
 
@@ -342,14 +344,15 @@ func compileCondition(text string, rng hcl.Range, src []byte, env Schema) (*Prog
 
 // compileValue compiles text as an expression of any type.
 func compileValue(text string, rng hcl.Range, src []byte, env Schema) (*Program, *hcl.Diagnostic) {
-	if _, err := expr.Compile(text, exprOptions(exprEnv(env))...); err != nil {
+	typed, err := expr.Compile(text, exprOptions(exprEnv(env))...)
+	if err != nil {
 		return nil, exprDiag(err, "expression", text, rng, src, env)
 	}
 	p, err := expr.Compile(text, exprOptions(looseEnv(env))...)
 	if err != nil {
 		return nil, exprDiag(err, "expression", text, rng, src, env)
 	}
-	return &Program{Source: text, Range: rng, prog: p}, nil
+	return &Program{Source: text, Range: rng, Type: typed.Node().Type(), prog: p}, nil
 }
 
 // compileTemplate splits text into literal parts and {{ expr }} parts and

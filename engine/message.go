@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"unicode/utf8"
 )
 
 // DecodeMessage parses a message body, which must be one JSON object.
@@ -25,6 +26,9 @@ func decodeObject(body []byte, msg *Message) error {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
 		return errors.New("body is empty; expected a JSON object")
+	}
+	if !utf8.Valid(trimmed) {
+		return fmt.Errorf("body is not valid UTF-8")
 	}
 	if trimmed[0] != '{' {
 		return fmt.Errorf("body is not a JSON object (starts with %q)", truncate(string(trimmed), 20))

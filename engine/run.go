@@ -128,6 +128,24 @@ func (r *Runner) Handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 	f := &frame{p: p, id: id, key: d.RoutingKey, corr: d.Correlation, msg: msg,
 		budget: time.Now().Add(r.Config.Broker.ConsumerTimeout * 9 / 10)}
 
+	// A pipeline that does not want the message does not judge it: the
+	// notify pipeline skips a failed registration's answer, however wrong
+	// the request that caused it.
+	if p.When != nil {
+		view := cloneMessage(msg)
+		setErrmsg(view, errmsgOf(view))
+		ok, err := p.When.Bool(Env(view, d.RoutingKey))
+		if err != nil {
+			res.Refused = "when: " + err.Error()
+			res.DeadLetter = res.Refused
+			return res, nil
+		}
+		if !ok {
+			res.Skipped = true
+			return res, nil
+		}
+	}
+
 	if p.CheckMessage {
 		if problems := r.Config.Message.Check(msg); len(problems) > 0 {
 			setErrmsg(msg, errmsgOf(msg))
@@ -142,18 +160,6 @@ func (r *Runner) Handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 	}
 
 	setErrmsg(msg, errmsgOf(msg))
-	if p.When != nil {
-		ok, err := p.When.Bool(Env(msg, d.RoutingKey))
-		if err != nil {
-			res.Refused = "when: " + err.Error()
-			res.DeadLetter = res.Refused
-			return res, nil
-		}
-		if !ok {
-			res.Skipped = true
-			return res, nil
-		}
-	}
 	if err := r.trackOpen(ctx, f); err != nil {
 		return res, err
 	}
@@ -197,6 +203,7 @@ type frame struct {
 // one failed; if any fails, the message is dead-lettered, since its sender
 // may never hear of it.
 func (r *Runner) runFailure(ctx context.Context, f *frame, res *Result) error {
+	why := strings.Join(errmsgOf(f.msg), "; ")
 	for _, s := range f.p.OnFailure {
 		sr, err := r.runStep(ctx, f, s)
 		sr.OnFailure = true
@@ -205,7 +212,8 @@ func (r *Runner) runFailure(ctx context.Context, f *frame, res *Result) error {
 			return err
 		}
 		if sr.Status == StepFailed && res.DeadLetter == "" {
-			res.DeadLetter = fmt.Sprintf("on_failure step %s failed: %s", s.Name, sr.Error)
+			res.DeadLetter = fmt.Sprintf("on_failure step %s could not answer (%s) a chain that failed with: %s",
+				s.Name, sr.Error, why)
 		}
 	}
 	return nil

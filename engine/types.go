@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -98,6 +99,29 @@ func (t FieldType) AssignableTo(u FieldType) bool {
 		return t.Elem == nil || u.Elem == nil || t.Elem.AssignableTo(*u.Elem)
 	case t.Kind == KindInteger && u.Bounded:
 		return t.Bounded && t.Min >= u.Min && t.Max <= u.Max
+	}
+	return true
+}
+
+// Accepts reports whether an expression whose checked result type is rt
+// can yield a value of t; an unknown or interface type may.
+func (t FieldType) Accepts(rt reflect.Type) bool {
+	if rt == nil || rt.Kind() == reflect.Interface || t.Kind == KindAny {
+		return true
+	}
+	switch t.Kind {
+	case KindString:
+		return rt.Kind() == reflect.String
+	case KindBool:
+		return rt.Kind() == reflect.Bool
+	case KindInteger:
+		return rt.Kind() >= reflect.Int && rt.Kind() <= reflect.Uint64
+	case KindNumber:
+		return rt.Kind() >= reflect.Int && rt.Kind() <= reflect.Float64
+	case KindList:
+		return rt.Kind() == reflect.Slice || rt.Kind() == reflect.Array
+	case KindObject:
+		return rt.Kind() == reflect.Map
 	}
 	return true
 }

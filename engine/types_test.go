@@ -119,3 +119,10 @@ func TestAssignable(t *testing.T) {
 		}
 	}
 }
+
+func TestDecodeInvalidUTF8(t *testing.T) {
+	_, err := DecodeMessage([]byte("{\"fullname\":\"\xff\xfe\"}"))
+	if err == nil || err.Error() != "body is not valid UTF-8" {
+		t.Fatalf("err = %v", err)
+	}
+}

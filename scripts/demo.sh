@@ -20,7 +20,7 @@ cleanup() {
 		wait "$regflow_pid" || true
 	fi
 	if [ -n "$started_broker" ]; then
-		"$top/scripts/services.sh" stop
+		"$top/scripts/services.sh" stop rabbitmq
 	fi
 }
 trap cleanup EXIT

@@ -3,7 +3,7 @@
 # the ones it started.
 #
 #   scripts/services.sh start rabbitmq [mailpit]
-#   scripts/services.sh stop
+#   scripts/services.sh stop [rabbitmq] [mailpit]
 #
 # RabbitMQ comes from the system's package manager (apt on Debian and
 # Ubuntu, brew on macOS); Mailpit, a real SMTP server with an HTTP API, from
@@ -127,11 +127,19 @@ start)
 	done
 	;;
 stop)
-	stop_mailpit
-	stop_rabbitmq
+	shift
+	for s in "${@:-mailpit rabbitmq}"; do
+		for one in $s; do
+			case $one in
+			rabbitmq) stop_rabbitmq ;;
+			mailpit) stop_mailpit ;;
+			*) say "unknown service $one"; exit 2 ;;
+			esac
+		done
+	done
 	;;
 *)
-	say "usage: $0 start rabbitmq|mailpit... | stop"
+	say "usage: $0 start rabbitmq|mailpit... | stop [rabbitmq|mailpit...]"
 	exit 2
 	;;
 esac

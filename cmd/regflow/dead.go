@@ -14,7 +14,7 @@ import (
 )
 
 func cmdDead(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dead", "dead list | dead replay ID...|--all  [--config DIR] [--amqp-url URL]", stderr)
+	fs := newFlagSet("dead", "dead list | dead replay ID|PIPELINE/ID...|--all  [--config DIR] [--amqp-url URL]", stderr)
 	config := fs.String("config", "pipelines", "the pipeline configuration (for the broker and the store)")
 	url := fs.String("amqp-url", "", "broker URL (default: $REGFLOW_AMQP_URL, then broker.url)")
 	all := fs.Bool("all", false, "replay every dead letter")
@@ -24,6 +24,7 @@ func cmdDead(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if len(pos) == 0 || (pos[0] != "list" && pos[0] != "replay") {
+		fmt.Fprintln(stderr, "regflow dead: say list or replay")
 		fs.Usage()
 		return errUsage
 	}
@@ -50,9 +51,9 @@ func cmdDead(args []string, stdout, stderr io.Writer) error {
 			return nil
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tTIME\tPIPELINE\tSTEP\tROUTING KEY\tREASON")
+		fmt.Fprintln(tw, "PIPELINE/ID\tTIME\tSTEP\tROUTING KEY\tREASON")
 		for _, d := range dead {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Time, d.Pipeline, orDash(d.Step),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Ref(), d.Time, orDash(d.Step),
 				d.RoutingKey, oneLine(d.Reason, 100))
 		}
 		return tw.Flush()
@@ -60,12 +61,17 @@ func cmdDead(args []string, stdout, stderr io.Writer) error {
 
 	ids := pos[1:]
 	if len(ids) == 0 && !*all {
-		fmt.Fprintln(stderr, "regflow dead replay: name the ids to replay, or --all")
+		fmt.Fprintln(stderr, "regflow dead replay: name what to replay (ID or PIPELINE/ID, as dead list shows), or --all")
 		return errUsage
 	}
+	// The journal must be the one regflow run uses, or the failed steps
+	// would fail again from it.
 	root, _ := os.Getwd()
-	svc := &engine.Services{Root: root}
-	store, err := engine.OpenStore(svc.Path(cfg.Store.Path))
+	path := (&engine.Services{Root: root}).Path(cfg.Store.Path)
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("no store at %s; run regflow dead replay in the directory regflow run runs in", path)
+	}
+	store, err := engine.OpenStore(path)
 	if err != nil {
 		return err
 	}
