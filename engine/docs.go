@@ -89,6 +89,7 @@ carries ` + "`errmsg`" + ` (list(string)) and ` + "`success`" + ` (bool), which 
 		"(timeouts, SMTP 4xx, a busy database, a push race). Other errors are never retried.", retryAttrs,
 		exampleBlock("retry", "", retryAttrs))
 
+	b.WriteString(testReference)
 	b.WriteString("## Actions\n\n")
 	for _, name := range reg.Names() {
 		spec, _ := reg.Lookup(name)
@@ -156,3 +157,47 @@ func isNumber(s string) bool {
 	}
 	return s != ""
 }
+
+const testReference = `## Pipeline tests (*_test.hcl)
+
+Files named ` + "`*_test.hcl`" + ` beside the pipelines hold tests; ` + "`regflow test DIR`" + ` runs them, each
+in a sandbox of its own (a fresh store, repository and outbox; nothing is sent, exec
+runs nothing), and ` + "`regflow validate DIR`" + ` checks them.
+
+| block or attribute | where | meaning |
+|---|---|---|
+| ` + "`test \"NAME\" { … }`" + ` | file | one test |
+| ` + "`key`" + ` | test, setup | routing key the message arrives on |
+| ` + "`message = { … }`" + ` | test, setup | the message, as an object |
+| ` + "`body = \"…\"`" + ` | test, setup | the raw body instead, for malformed input |
+| ` + "`message_file = \"PATH\"`" + ` | test, setup | the body from a file, relative to the test file |
+| ` + "`setup { … }`" + ` | test | a message sent first, in the same sandbox; its outcome is not checked |
+| ` + "`stub \"PIPELINE/STEP\" { set, error, transient }`" + ` | test | the step does not run; it sets the fields in ` + "`set`" + ` and, when ` + "`error`" + ` is given, fails with it (a retry can mend it when ` + "`transient = true`" + `) |
+| ` + "`expect { … }`" + ` | test | what must follow |
+| ` + "`publish \"KEY\" { FIELD = VALUE … }`" + ` | expect | a message was published on KEY with these field values |
+| ` + "`no_publish = [KEY, …]`" + ` | expect | nothing was published on these keys |
+| ` + "`pipeline \"NAME\" { status, errmsg }`" + ` | expect | the pipeline ended ok, failed, refused or skipped, with exactly this errmsg |
+| ` + "`step \"PIPELINE/STEP\" { status, note, error }`" + ` | expect | the step ended ok, failed or skipped; note and error are excerpts |
+| ` + "`mail { to, subject, body }`" + ` | expect | a mail went to these recipients with this subject; body is an excerpt |
+| ` + "`mails = N`" + ` | expect | exactly N mails were sent for the message under test |
+
+` + "```hcl" + `
+test "a second account with the same email is refused" {
+  setup {
+    key     = "request.ana"
+    message = { username = "ana", queuename = "ana", email = "ana@example.org", fullname = "Ana" }
+  }
+  key     = "request.alima"
+  message = { username = "alima", queuename = "alima", email = "ana@example.org", fullname = "A. Lima" }
+
+  expect {
+    publish "completed.alima" {
+      success = false
+      errmsg  = ["request: Email already exists"]
+    }
+    no_publish = ["verify.alima"]
+  }
+}
+` + "```" + `
+
+`

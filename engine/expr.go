@@ -383,6 +383,17 @@ func compileTemplate(text string, rng hcl.Range, src []byte, env Schema) (*Templ
 			break
 		}
 		inner := rest[open+2 : open+2+closing]
+		if strings.Contains(inner, "{{") {
+			r, _ := loc.locate(rest[open:])
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Unclosed template expression",
+				Detail: fmt.Sprintf("The {{ that begins %q is not closed by }} before the next {{.",
+					truncate(rest[open:], 30)),
+				Subject: &r,
+			})
+			break
+		}
 		r, found := loc.locate(inner)
 		code := strings.TrimSpace(inner)
 		if code == "" {

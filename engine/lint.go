@@ -62,10 +62,8 @@ func (l *loader) lintPublish(p *Pipeline, s *Step) {
 	shape := shapeOf(key)
 	if !l.bound(shape) {
 		hint := ""
-		if len(shape) > 0 && !shape[0].dynamic {
-			if w := Suggest(shape[0].text, l.firstWords()); w != "" {
-				hint = fmt.Sprintf(" Did you mean %q?", w)
-			}
+		if pat := Suggest(shape.pattern(), l.patterns()); pat != "" {
+			hint = fmt.Sprintf(" Did you mean a key that %q binds?", pat)
 		}
 		l.warnf(key.Range, "Nothing binds this routing key",
 			"No pipeline (besides catch-all ones) and no consumer block binds %q, so nothing acts on what "+
@@ -86,21 +84,22 @@ func (l *loader) lintPublish(p *Pipeline, s *Step) {
 	}
 }
 
-// firstWords lists the literal first words of every binding pattern.
-func (l *loader) firstWords() []string {
+// patterns lists every binding pattern but "#".
+func (l *loader) patterns() []string {
 	var out []string
-	add := func(pats []string) {
-		for _, p := range pats {
-			if w := strings.SplitN(p, ".", 2)[0]; w != "*" && w != "#" && !contains(out, w) {
-				out = append(out, w)
+	for _, p := range l.cfg.Pipelines {
+		for _, pat := range p.On {
+			if pat != "#" && !contains(out, pat) {
+				out = append(out, pat)
 			}
 		}
 	}
-	for _, p := range l.cfg.Pipelines {
-		add(p.On)
-	}
 	for _, c := range l.cfg.Consumers {
-		add(c.On)
+		for _, pat := range c.On {
+			if pat != "#" && !contains(out, pat) {
+				out = append(out, pat)
+			}
+		}
 	}
 	return out
 }

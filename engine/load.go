@@ -24,7 +24,10 @@ func ConfigFiles(paths []string) ([]string, error) {
 	for _, p := range paths {
 		st, err := os.Stat(p)
 		if err != nil {
-			return nil, err
+			if os.IsNotExist(err) {
+				return nil, fmt.Errorf("%s does not exist", p)
+			}
+			return nil, fmt.Errorf("cannot read %s: %w", p, err)
 		}
 		if !st.IsDir() {
 			files = append(files, p)
@@ -59,7 +62,7 @@ func Load(paths []string, reg *Registry) (*Config, Sources, hcl.Diagnostics) {
 	files, err := ConfigFiles(paths)
 	if err != nil {
 		return nil, nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Cannot read configuration",
-			Detail: upperFirst(err.Error()) + "."}}
+			Detail: err.Error() + "."}}
 	}
 	l := &loader{reg: reg, parser: hclparse.NewParser()}
 	cfg, diags := l.load(files)
@@ -682,19 +685,25 @@ func (l *loader) checkPatterns(a *hclsyntax.Attribute, pats []string) {
 	if len(pats) == 0 {
 		l.errorf(a.Expr.Range(), "No patterns", "on needs at least one routing-key pattern, such as \"request.*\".")
 	}
-	for _, p := range pats {
+	// Point at the element when the list is written out.
+	elems, _ := hcl.ExprList(a.Expr)
+	for i, p := range pats {
+		rng := a.Expr.Range()
+		if len(elems) == len(pats) {
+			rng = elems[i].Range()
+		}
 		if len(p) > MaxRoutingKey {
-			l.errorf(a.Expr.Range(), "Pattern too long", "The pattern %q is longer than %d bytes.", p, MaxRoutingKey)
+			l.errorf(rng, "Pattern too long", "The pattern %q is longer than %d bytes.", p, MaxRoutingKey)
 		}
 		for _, w := range strings.Split(p, ".") {
 			if w == "" && p != "" {
-				l.errorf(a.Expr.Range(), "Empty word in pattern",
+				l.errorf(rng, "Empty word in pattern",
 					"The pattern %q has an empty word; regflow never binds a key it would have to "+
 						"publish empty. Use \"*\" for any one word.", p)
 				break
 			}
 			if w != "*" && w != "#" && strings.ContainsAny(w, "*#") {
-				l.errorf(a.Expr.Range(), "Wildcard inside a word",
+				l.errorf(rng, "Wildcard inside a word",
 					"In %q, * and # match whole words only; %q would match itself literally.", p, w)
 				break
 			}

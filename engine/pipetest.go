@@ -46,6 +46,7 @@ type TestExpect struct {
 	Steps     []ExpectStep
 	Mails     []ExpectMail
 	MailCount *int
+	MailRange hcl.Range // where mails is set
 	Range     hcl.Range
 }
 
@@ -370,6 +371,7 @@ func (tl *testLoader) expect(blk *hclsyntax.Block, e *TestExpect) {
 		tl.diags = append(tl.diags, d...)
 		count := int(n)
 		e.MailCount = &count
+		e.MailRange = a.SrcRange
 	}
 	for _, b := range blk.Body.Blocks {
 		switch b.Type {
@@ -380,7 +382,13 @@ func (tl *testLoader) expect(blk *hclsyntax.Block, e *TestExpect) {
 			}
 			fields := Message{}
 			for _, name := range sortedKeys(b.Body.Attributes) {
-				if v, ok := tl.value(b.Body.Attributes[name].Expr); ok {
+				a := b.Body.Attributes[name]
+				if _, known := tl.cfg.Message[name]; !known {
+					tl.errorf(a.NameRange, "Unknown message field", "The message block declares no field %q.%s",
+						name, suggestText(name, tl.cfg.Message.Names()))
+					continue
+				}
+				if v, ok := tl.value(a.Expr); ok {
 					fields[name] = v
 				}
 			}
@@ -573,7 +581,7 @@ func (o *TestOutcome) check(tr *Trace) {
 		}
 	}
 	if e.MailCount != nil && len(mails) != *e.MailCount {
-		o.fail(e.Range, "%d mails were sent, want %d: %s", len(mails), *e.MailCount, mailList(mails))
+		o.fail(e.MailRange, "%d mails were sent, want %d: %s", len(mails), *e.MailCount, mailList(mails))
 	}
 	for _, em := range e.Mails {
 		if !anyMailMatches(mails, em) {
@@ -637,17 +645,25 @@ func jsonText(v any) string {
 }
 
 // WriteTestReport prints outcomes for people and returns how many failed.
-func WriteTestReport(w io.Writer, outcomes []*TestOutcome) int {
+// A failing test, or every test when verbose, is followed by its trace.
+func WriteTestReport(w io.Writer, outcomes []*TestOutcome, verbose bool) int {
 	failed := 0
 	for _, o := range outcomes {
 		if len(o.Failures) == 0 {
 			fmt.Fprintf(w, "ok    %s (%s)\n", o.Test.Name, o.Duration.Round(time.Millisecond))
-			continue
+		} else {
+			failed++
+			fmt.Fprintf(w, "FAIL  %s (%s)\n", o.Test.Name, o.Duration.Round(time.Millisecond))
+			for _, f := range o.Failures {
+				fmt.Fprintf(w, "      %s\n", f)
+			}
 		}
-		failed++
-		fmt.Fprintf(w, "FAIL  %s (%s)\n", o.Test.Name, o.Duration.Round(time.Millisecond))
-		for _, f := range o.Failures {
-			fmt.Fprintf(w, "      %s\n", f)
+		if (verbose || len(o.Failures) > 0) && o.Trace != nil {
+			var b strings.Builder
+			WriteTrace(&b, o.Trace)
+			for _, line := range strings.Split(strings.TrimRight(b.String(), "\n"), "\n") {
+				fmt.Fprintf(w, "      | %s\n", line)
+			}
 		}
 	}
 	fmt.Fprintf(w, "%d passed, %d failed\n", len(outcomes)-failed, failed)

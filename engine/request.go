@@ -38,8 +38,10 @@ func Request(ctx context.Context, url, exchange string, msg Message) (Message, e
 	if err != nil {
 		return nil, brokerErr("open channel", err)
 	}
-	if err := ch.ExchangeDeclare(exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
-		return nil, declareErr("exchange "+exchange, err)
+	// Only look: regflow run declares the exchange, and a mistyped name
+	// must not leave a stray exchange behind.
+	if err := ch.ExchangeDeclarePassive(exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+		return nil, Permanent(fmt.Errorf("exchange %s does not exist; is regflow run running? (it declares it)", exchange))
 	}
 	reply, err := ch.QueueDeclare("", false, true, true, false, nil)
 	if err != nil {

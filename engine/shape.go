@@ -1,5 +1,7 @@
 package engine
 
+import "strings"
+
 // keyShape is a routing-key template seen before any message exists: its
 // words are literal, or dynamic where an expression renders into them.
 type keyShape []shapeWord
@@ -29,6 +31,18 @@ func shapeOf(t *Template) keyShape {
 		}
 	}
 	return append(s, cur)
+}
+
+// pattern writes the shape as a binding pattern, a dynamic word as "*".
+func (s keyShape) pattern() string {
+	w := make([]string, len(s))
+	for i, x := range s {
+		w[i] = x.text
+		if x.dynamic {
+			w[i] = "*"
+		}
+	}
+	return strings.Join(w, ".")
 }
 
 // mayMatch reports whether some rendering of the shape could match the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 )
 
@@ -30,12 +31,29 @@ type Hop struct {
 	From       string // "pipeline/step" that published it; "" for the input
 	Body       []byte
 	Results    []*Result // one per pipeline whose patterns match
+	Readers    []string  // consumer blocks whose patterns match
+	Acted      bool      // a pipeline other than catch-all ones matched
 }
 
 // Trace is what a simulation did, hop by hop in the order messages were
 // published.
 type Trace struct {
 	Hops []*Hop
+
+	near func(key string) []string // bindings that share the key's first word
+}
+
+// DeadLetters counts the results that would have been dead-lettered.
+func (t *Trace) DeadLetters() int {
+	n := 0
+	for _, h := range t.Hops {
+		for _, r := range h.Results {
+			if r.DeadLetter != "" {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // Simulator routes messages through pipelines in-process, with the same
@@ -83,7 +101,7 @@ func (m *memPublisher) take(id string) []byte {
 // Run publishes body on key and runs every pipeline it reaches, then every
 // pipeline the published messages reach, breadth first.
 func (s *Simulator) Run(ctx context.Context, key string, body []byte, messageID string) (*Trace, error) {
-	t := &Trace{}
+	t := &Trace{near: s.near}
 	queue := []*Hop{{Exchange: s.cfg.Broker.Exchange, RoutingKey: key, Body: body}}
 	ids := []string{messageID}
 	for len(queue) > 0 {
@@ -96,10 +114,16 @@ func (s *Simulator) Run(ctx context.Context, key string, body []byte, messageID 
 		if hop.Exchange != s.cfg.Broker.Exchange {
 			continue // another exchange: outside regflow's pipelines
 		}
+		for _, c := range s.cfg.Consumers {
+			if matchesAny(c.On, hop.RoutingKey) {
+				hop.Readers = append(hop.Readers, c.Name)
+			}
+		}
 		for _, p := range s.cfg.Pipelines {
 			if !p.Matches(hop.RoutingKey) {
 				continue
 			}
+			hop.Acted = hop.Acted || !p.catchAll()
 			res, err := s.runner.Handle(ctx, p, &Delivery{RoutingKey: hop.RoutingKey, MessageID: id, Body: hop.Body})
 			if err != nil {
 				return t, fmt.Errorf("pipeline %s: %w", p.Name, err)
@@ -115,4 +139,25 @@ func (s *Simulator) Run(ctx context.Context, key string, body []byte, messageID 
 		}
 	}
 	return t, nil
+}
+
+// near lists the bindings, catch-all ones aside, whose first word is the
+// key's, when none of them matches the key.
+func (s *Simulator) near(key string) []string {
+	first := strings.SplitN(key, ".", 2)[0]
+	var out []string
+	for _, p := range s.cfg.Pipelines {
+		if p.catchAll() {
+			continue
+		}
+		if p.Matches(key) {
+			return nil
+		}
+		for _, pat := range p.On {
+			if strings.SplitN(pat, ".", 2)[0] == first {
+				out = append(out, p.Name+" binds "+pat)
+			}
+		}
+	}
+	return out
 }

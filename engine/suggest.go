@@ -19,6 +19,16 @@ var synonyms = map[string]string{
 	"recipients": "to",
 	"argv":       "command",
 	"cmd":        "command",
+	"int":        "integer",
+	"int64":      "integer",
+	"uint":       "integer",
+	"str":        "string",
+	"text":       "string",
+	"boolean":    "bool",
+	"float":      "number",
+	"double":     "number",
+	"array":      "list",
+	"map":        "object",
 }
 
 // Suggest returns the candidate closest to name, or "" when none is close
@@ -26,6 +36,13 @@ var synonyms = map[string]string{
 // ("condtion" for "condition") suggests regflow's name ("when") when that
 // name is a candidate.
 func Suggest(name string, candidates []string) string {
+	if target, ok := synonyms[name]; ok {
+		for _, c := range candidates {
+			if c == target {
+				return target
+			}
+		}
+	}
 	best, bestDist := "", 3
 	for _, c := range candidates {
 		if d := levenshtein.Distance(name, c, nil); d < bestDist {

@@ -11,6 +11,10 @@ import (
 // WriteTrace prints a simulation trace for people: each hop, the pipelines
 // it reached, and each step with its outcome.
 func WriteTrace(w io.Writer, t *Trace) {
+	t.write(w)
+}
+
+func (t *Trace) write(w io.Writer) {
 	for i, h := range t.Hops {
 		from := "input"
 		if h.From != "" {
@@ -20,8 +24,11 @@ func WriteTrace(w io.Writer, t *Trace) {
 			fmt.Fprintln(w)
 		}
 		fmt.Fprintf(w, "→ %s  (%s)\n", h.RoutingKey, from)
-		if h.Exchange != "" && len(h.Results) == 0 {
-			fmt.Fprintf(w, "  no pipeline binds this key on %s\n", h.Exchange)
+		for _, c := range h.Readers {
+			fmt.Fprintf(w, "  read by %s (outside regflow)\n", c)
+		}
+		if !h.Acted && len(h.Readers) == 0 {
+			fmt.Fprintf(w, "  no pipeline acts on this key on %s%s\n", h.Exchange, dotHint(h.RoutingKey, t.near))
 		}
 		for _, r := range h.Results {
 			writeResult(w, r)
@@ -47,8 +54,11 @@ func writeResult(w io.Writer, r *Result) {
 			name = "on_failure/" + s.Step
 		}
 		detail := s.Note
-		if s.Status == StepFailed {
+		switch s.Status {
+		case StepFailed:
 			detail = s.Error
+		case StepSkipped:
+			detail = "when is false"
 		}
 		if s.Replayed {
 			detail = strings.TrimSpace(detail + " (replayed from the journal)")
@@ -146,4 +156,16 @@ func (t *Trace) MarshalJSON() ([]byte, error) {
 		out.Hops = append(out.Hops, hj)
 	}
 	return json.Marshal(out)
+}
+
+// dotHint explains a key that reached nothing but looks meant for a
+// pattern with the same first word: a name whose dot was not encoded.
+func dotHint(key string, near func(string) []string) string {
+	if near == nil {
+		return ""
+	}
+	if n := near(key); len(n) > 0 {
+		return fmt.Sprintf("; %s (a dot in a name must be sent as %%2E)", strings.Join(n, ", "))
+	}
+	return ""
 }

@@ -101,23 +101,45 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // parseArgs parses flags that may stand before, between or after the
-// positional arguments, and returns the positional ones.
+// positional arguments, and returns the positional ones. A single-dash
+// word that is no flag, such as the username "-rf", is positional, so
+// that the pipeline can refuse it with its reason.
 func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			pos = append(pos, args[i+1:]...)
+			i = len(args)
+		case len(a) < 2 || a[0] != '-':
+			pos = append(pos, a)
+		default:
+			name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			f := fs.Lookup(name)
+			if f == nil && a[1] != '-' && name != "h" && name != "help" {
+				pos = append(pos, a)
+				continue
 			}
-			return nil, errUsage
+			flags = append(flags, a)
+			if f != nil && !hasValue && !isBool(f) && i+1 < len(args) {
+				i++
+				flags = append(flags, args[i])
+			}
 		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
 	}
+	if err := fs.Parse(flags); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, errUsage
+	}
+	return append(fs.Args(), pos...), nil
+}
+
+func isBool(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }
 
 func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {

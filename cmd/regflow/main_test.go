@@ -262,9 +262,9 @@ func TestPipelineTests(t *testing.T) {
 		"FAIL  wrong",
 		"wrong_test.hcl:5:5: completed.bo: field uid is 10001, want 20000",
 		"wrong_test.hcl:8:5: step provision/record: status ok, want failed",
-		"wrong_test.hcl:4:3: 3 mails were sent, want 1",
+		"wrong_test.hcl:11:5: 3 mails were sent, want 1",
 		"0 passed, 1 failed",
-		"--- trace of \"wrong\"",
+		"      | → request.bo  (input)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

@@ -21,12 +21,30 @@ func cmdRequest(args []string, stdout, stderr io.Writer) error {
 	timeout := fs.Duration("timeout", engine.DefaultRequestTimeout, "how long to wait for completed.<q>")
 	asJSON := fs.Bool("json", false, "print only the completed message, as one line of JSON")
 	url := fs.String("amqp-url", "", "broker URL (default: $REGFLOW_AMQP_URL, then "+engine.DefaultAMQPURL+")")
-	exchange := fs.String("exchange", engine.DefaultExchange, "the registration exchange")
+	exchange := fs.String("exchange", envOr("REGFLOW_EXCHANGE", engine.DefaultExchange), "the registration exchange (default: $REGFLOW_EXCHANGE, then RegUsr)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 || *email == "" || *fullname == "" {
+	var missing []string
+	switch {
+	case len(pos) == 0:
+		missing = append(missing, "the USER to register")
+	case len(pos) > 1:
+		fmt.Fprintf(stderr, "regflow request: one USER at a time; got %s\n", strings.Join(pos, ", "))
+		return errUsage
+	case pos[0] == "":
+		fmt.Fprintln(stderr, "regflow request: USER must be non-empty")
+		return errUsage
+	}
+	if *email == "" {
+		missing = append(missing, "--email")
+	}
+	if *fullname == "" {
+		missing = append(missing, "--fullname")
+	}
+	if len(missing) > 0 {
+		fmt.Fprintf(stderr, "regflow request: missing %s\n", strings.Join(missing, " and "))
 		fs.Usage()
 		return errUsage
 	}
@@ -85,4 +103,11 @@ func errmsgs(m engine.Message) []string {
 		out = append(out, strings.TrimSpace(fmt.Sprint(e)))
 	}
 	return out
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }

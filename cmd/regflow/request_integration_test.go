@@ -98,6 +98,25 @@ func TestRequestExitCodes(t *testing.T) {
 		t.Fatalf("timeout: exit %d, %s", code, errOut)
 	}
 
+	// A mistyped exchange: say so, and leave no stray exchange behind.
+	missing := "RegUsr-missing-" + id
+	code, _, errOut = runCLI(t, "request", "--amqp-url", testURL(), "--exchange", missing, "bob",
+		"--email", "bob@example.org", "--fullname", "Bob")
+	if code != 1 || !strings.Contains(errOut, "exchange "+missing+" does not exist") {
+		t.Fatalf("missing exchange: exit %d, %s", code, errOut)
+	}
+	probe, _ := conn.Channel()
+	if err := probe.ExchangeDeclarePassive(missing, "topic", true, false, false, false, nil); err == nil {
+		probe.ExchangeDelete(missing, false, false)
+		t.Fatal("regflow request declared the mistyped exchange")
+	}
+
+	// A username starting with a dash is the pipeline's to refuse, not a flag.
+	code, out, _ = runCLI(t, append(base, "-rf", "--email", "rf@example.org", "--fullname", "R F")...)
+	if code != 1 || !strings.Contains(out, "must begin with a lowercase letter or underscore, not '-'") {
+		t.Fatalf("-rf: exit %d\n%s", code, out)
+	}
+
 	// Nothing bound at all: say so at once instead of waiting.
 	nobody := "RegUsr-nobody-" + id
 	ch.ExchangeDeclare(nobody, "topic", true, false, false, false, nil)

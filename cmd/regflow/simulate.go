@@ -21,6 +21,11 @@ func cmdSimulate(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *key == "" || len(pos) < 2 {
+		if *key == "" {
+			fmt.Fprintln(stderr, "regflow simulate: say which routing key the message arrives on with --key")
+		} else {
+			fmt.Fprintln(stderr, "regflow simulate: name the pipeline directory and the message file")
+		}
 		fs.Usage()
 		return errUsage
 	}
@@ -63,7 +68,15 @@ func cmdSimulate(args []string, stdout, stderr io.Writer) error {
 	} else {
 		engine.WriteTrace(stdout, trace)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// A failed registration is an answer; a dead letter is not.
+	if n := trace.DeadLetters(); n > 0 {
+		fmt.Fprintf(stderr, "regflow simulate: %s would be dead-lettered\n", plural(n, "message"))
+		return exitError{1}
+	}
+	return nil
 }
 
 // readInput reads a file, or standard input for "-".

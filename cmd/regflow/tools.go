@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/hashicorp/hcl/v2"
+
 	"regflow/actions"
 	"regflow/engine"
 )
@@ -65,7 +67,7 @@ func cmdFmt(args []string, stdout, stderr io.Writer) error {
 		}
 		out, diags := engine.FormatHCL(name, src)
 		if diags.HasErrors() {
-			engine.WriteDiags(stderr, engine.Sources{}, diags)
+			engine.WriteDiags(stderr, engine.Sources{name: &hcl.File{Bytes: src}}, diags)
 			fmt.Fprintf(stderr, "regflow fmt: %s does not parse; it was left as it is\n", name)
 			broken = true
 			continue
@@ -181,18 +183,23 @@ func cmdTest(args []string, stdout, stderr io.Writer) error {
 			run = append(run, t)
 		}
 	}
+	if len(run) == 0 {
+		return fmt.Errorf("no test matches -run %q; the tests are: %s", *filter, testNames(tests))
+	}
 	outcomes, err := engine.RunTests(context.Background(), cfg, run)
 	if err != nil {
 		return err
 	}
-	for _, o := range outcomes {
-		if *verbose || len(o.Failures) > 0 {
-			fmt.Fprintf(stdout, "--- trace of %q\n", o.Test.Name)
-			engine.WriteTrace(stdout, o.Trace)
-		}
-	}
-	if engine.WriteTestReport(stdout, outcomes) > 0 {
+	if engine.WriteTestReport(stdout, outcomes, *verbose) > 0 {
 		return exitError{1}
 	}
 	return nil
+}
+
+func testNames(tests []*engine.PipelineTest) string {
+	var names []string
+	for _, t := range tests {
+		names = append(names, fmt.Sprintf("%q", t.Name))
+	}
+	return strings.Join(names, ", ")
 }

@@ -23,6 +23,21 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	cfg, files, diags := engine.Load(paths, actions.Registry())
+	tests := 0
+	if cfg != nil {
+		// The pipeline tests beside the pipelines are checked too.
+		if names, err := engine.TestFiles(paths); err == nil && len(names) > 0 {
+			loaded, testFiles, testDiags := engine.LoadTests(names, cfg)
+			for name, f := range testFiles {
+				files[name] = f
+			}
+			diags = append(diags, testDiags...)
+			tests = len(loaded)
+			if testDiags.HasErrors() {
+				cfg = nil
+			}
+		}
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -38,8 +53,8 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 			for _, p := range cfg.Pipelines {
 				steps += len(p.Steps) + len(p.OnFailure)
 			}
-			fmt.Fprintf(stdout, "ok: %d pipelines, %d steps, %s\n", len(cfg.Pipelines), steps,
-				plural(countSeverity(diags, hcl.DiagWarning), "warning"))
+			fmt.Fprintf(stdout, "ok: %s, %s, %s, %s\n", plural(len(cfg.Pipelines), "pipeline"),
+				plural(steps, "step"), plural(tests, "test"), plural(countSeverity(diags, hcl.DiagWarning), "warning"))
 		} else {
 			fmt.Fprintf(stderr, "%s, %s\n", plural(countSeverity(diags, hcl.DiagError), "error"),
 				plural(countSeverity(diags, hcl.DiagWarning), "warning"))
