@@ -154,7 +154,8 @@ pipeline "get_next_uid_gid" {
 	if pubs := e.pub.all(); len(pubs) != 0 {
 		t.Errorf("published %d messages; want none", len(pubs))
 	}
-	const wantDL = `on_failure step reply failed: routing key "completed." has an empty word at position 2`
+	const wantDL = `on_failure step reply could not answer (routing key "completed." has an empty word ` +
+		`at position 2) a chain that failed with: request: username: must be non-empty; queuename: must be non-empty`
 	if res.DeadLetter != wantDL {
 		t.Errorf("dead letter %q; want %q", res.DeadLetter, wantDL)
 	}
