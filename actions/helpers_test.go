@@ -517,7 +517,11 @@ func (m *mailpit) mailer(t *testing.T, query string) engine.Mailer {
 		t.Fatal(err)
 	}
 	cfg.Timeout = 10 * time.Second
-	return engine.NewSMTP(cfg)
+	mailer, err := engine.NewSMTP(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mailer
 }
 
 type mailpitAddress struct{ Name, Address string }

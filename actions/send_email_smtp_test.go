@@ -144,7 +144,11 @@ func TestSMTPAuthOnLoopback(t *testing.T) {
 		t.Fatal(err)
 	}
 	rcpt := fmt.Sprintf("auth-%d@example.org", time.Now().UnixNano())
-	err = engine.NewSMTP(cfg).Send(context.Background(), &engine.Mail{
+	mailer, err := engine.NewSMTP(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = mailer.Send(context.Background(), &engine.Mail{
 		From: "rc@example.edu", To: []string{rcpt}, Subject: "auth", Text: "hello\n"})
 	if err != nil {
 		t.Fatalf("send with AUTH on loopback: %v", err)

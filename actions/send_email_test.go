@@ -278,6 +278,10 @@ func TestSendEmailSMTPUnavailable(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			mailer, err := engine.NewSMTP(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
 			e := newEnv(t, `
 pipeline "notify" {
   on = ["completed.*"]
@@ -291,7 +295,7 @@ pipeline "notify" {
     }
   }
 }
-`, withMailer(engine.NewSMTP(cfg)))
+`, withMailer(mailer))
 			start := time.Now()
 			st := stepOf(t, e.run("notify", "completed.ana", request("ana")), "welcome")
 			if st.Status != engine.StepFailed || !strings.HasPrefix(st.Error, "smtp "+addr+": ") {

@@ -183,7 +183,7 @@ var (
 	mailAttrs = []AttrSpec{
 		{Name: "smtp", Kind: AttrString, Default: `""`,
 			Doc: "smtp://user:password@host:587 (STARTTLS required), smtps://host:465, or " +
-				"smtp://host:25?tls=none; empty writes .eml files to the outbox instead.",
+				"smtp://host:25?tls=none; ?ca=FILE trusts a private CA; empty writes .eml files to the outbox instead.",
 			Example: `smtp = env("REGFLOW_SMTP_URL", "")`},
 		{Name: "outbox", Kind: AttrString, Default: `"` + DefaultOutbox + `"`,
 			Doc: "Directory for .eml files when smtp is empty."},

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -175,11 +177,13 @@ type SMTPConfig struct {
 	TLS      string
 	Timeout  time.Duration
 	HELO     string
+	CAFile   string // PEM certificates to trust instead of the system's
 }
 
-// ParseSMTPURL parses smtp://[user[:password]@]host[:port][?tls=MODE&timeout=D&helo=NAME]
+// ParseSMTPURL parses smtp://[user[:password]@]host[:port][?tls=MODE&timeout=D&helo=NAME&ca=FILE]
 // or smtps://…. The default TLS mode of smtp:// is starttls (required), of
-// smtps:// implicit; the default port is 587, or 465 for smtps.
+// smtps:// implicit; the default port is 587, or 465 for smtps. ca names
+// a PEM file of certificates to trust instead of the system's.
 func ParseSMTPURL(raw string) (*SMTPConfig, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -209,9 +213,9 @@ func ParseSMTPURL(raw string) (*SMTPConfig, error) {
 	q := u.Query()
 	for k := range q {
 		switch k {
-		case "tls", "timeout", "helo":
+		case "tls", "timeout", "helo", "ca":
 		default:
-			return nil, fmt.Errorf("smtp url: unknown parameter %q (known: tls, timeout, helo)", k)
+			return nil, fmt.Errorf("smtp url: unknown parameter %q (known: tls, timeout, helo, ca)", k)
 		}
 	}
 	if t := q.Get("tls"); t != "" {
@@ -231,6 +235,7 @@ func ParseSMTPURL(raw string) (*SMTPConfig, error) {
 		}
 	}
 	c.HELO = q.Get("helo")
+	c.CAFile = q.Get("ca")
 	if c.Password != "" && c.TLS == TLSNone && !isLoopback(c.Host) {
 		return nil, errors.New("smtp url: refusing to send a password in plaintext; use tls=starttls or smtps")
 	}
@@ -276,10 +281,22 @@ type SMTP struct {
 const smtpIdle = 4
 
 // NewSMTP returns a mailer for the server described by cfg.
-func NewSMTP(cfg *SMTPConfig) *SMTP {
+func NewSMTP(cfg *SMTPConfig) (*SMTP, error) {
 	opts := []mail.Option{
 		mail.WithPort(cfg.Port),
 		mail.WithTimeout(cfg.Timeout),
+	}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("smtp url: ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("smtp url: ca: %s holds no PEM certificate", cfg.CAFile)
+		}
+		opts = append(opts, mail.WithTLSConfig(&tls.Config{RootCAs: pool, ServerName: cfg.Host,
+			MinVersion: tls.VersionTLS12}))
 	}
 	switch cfg.TLS {
 	case TLSImplicit:
@@ -306,7 +323,7 @@ func NewSMTP(cfg *SMTPConfig) *SMTP {
 	if cfg.HELO != "" {
 		opts = append(opts, mail.WithHELO(cfg.HELO))
 	}
-	return &SMTP{cfg: cfg, opts: opts, idle: make(chan *mail.Client, smtpIdle)}
+	return &SMTP{cfg: cfg, opts: opts, idle: make(chan *mail.Client, smtpIdle)}, nil
 }
 
 // session returns an open session, from the idle ones or a new one.
@@ -396,6 +413,13 @@ func classifySMTP(cfg *SMTPConfig, err error) error {
 	if strings.Contains(err.Error(), "does not support STARTTLS") {
 		return Permanent(fmt.Errorf("%s: the server offers no STARTTLS and tls=starttls is "+
 			"required; refusing to send in plaintext", where))
+	}
+	var unknownCA x509.UnknownAuthorityError
+	var badHost x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	if errors.As(err, &unknownCA) || errors.As(err, &badHost) || errors.As(err, &invalid) {
+		return Permanent(fmt.Errorf("%s: the server's certificate is not trusted: %w "+
+			"(name a CA with ?ca=FILE if it is a private one)", where, err))
 	}
 	if strings.Contains(err.Error(), "does not support SMTP AUTH") ||
 		errors.Is(err, mail.ErrNoSupportedAuthDiscovered) {

@@ -74,7 +74,9 @@ func openServices(cfg *engine.Config, log *slog.Logger) (*engine.Services, error
 		if err != nil {
 			return nil, err
 		}
-		svc.Mailer = engine.NewSMTP(smtp)
+		if svc.Mailer, err = engine.NewSMTP(smtp); err != nil {
+			return nil, err
+		}
 	} else {
 		svc.Mailer = &engine.Outbox{Dir: svc.Path(cfg.Mail.Outbox)}
 	}
