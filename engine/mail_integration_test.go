@@ -134,7 +134,9 @@ func received(t *testing.T, api, to string) int {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var res struct{ MessagesCount int `json:"messages_count"` }
+	var res struct {
+		MessagesCount int `json:"messages_count"`
+	}
 	json.NewDecoder(resp.Body).Decode(&res)
 	return res.MessagesCount
 }
