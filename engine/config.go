@@ -160,7 +160,8 @@ const (
 var (
 	brokerAttrs = []AttrSpec{
 		{Name: "url", Kind: AttrString, Default: `"` + DefaultAMQPURL + `"`,
-			Doc:     "AMQP URL of the broker; amqps:// for TLS. REGFLOW_AMQP_URL and --amqp-url override it.",
+			Doc: "AMQP URL of the broker; amqps:// for TLS (?cacertfile=FILE for a private CA). " +
+				"REGFLOW_AMQP_URL and --amqp-url override it.",
 			Example: `url = env("REGFLOW_AMQP_URL", "amqp://guest:guest@localhost:5672/")`},
 		{Name: "exchange", Kind: AttrString, Default: `"` + DefaultExchange + `"`,
 			Doc: "Topic exchange the pipelines bind to and publish on; declared durable."},
