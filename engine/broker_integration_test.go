@@ -154,7 +154,7 @@ func startEngine(t *testing.T, paths ...string) *liveEngine {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	svc := &engine.Services{Store: store, Mailer: &engine.Outbox{Dir: dir + "/var/outbox"}, Root: dir,
 		Commands: engine.OSCommands{}, Logger: log}
 	le := &liveEngine{cfg: cfg, svc: svc, exchange: cfg.Broker.Exchange, dir: dir, done: make(chan error, 1),
@@ -246,6 +246,9 @@ func TestEngineWorkflow(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	le.stop(t)
+	if logs := le.logs.String(); !strings.Contains(logs, "msg=consuming") || strings.Contains(logs, ":guest@") {
+		t.Fatalf("the logs must say consuming and never show the broker password:\n%s", logs)
+	}
 	log, err := os.ReadFile(le.dir + "/var/log/user_reg.log")
 	if err != nil {
 		t.Fatal(err)
@@ -639,5 +642,45 @@ pipeline "report" {
 	mails, _ := os.ReadDir(le.dir + "/var/outbox")
 	if len(mails) != 1 {
 		t.Fatalf("%d admin mails, want 1", len(mails))
+	}
+}
+
+// TestQueueArgumentMismatch: a queue that exists with other arguments stops
+// startup with one line naming the queue and the difference.
+func TestQueueArgumentMismatch(t *testing.T) {
+	conn := dialTest(t)
+	id := fmt.Sprintf("qa%d", time.Now().UnixNano())
+	t.Setenv("REGFLOW_EXCHANGE", "RegUsr-"+id)
+	t.Setenv("REGFLOW_QUEUE_PREFIX", id+".")
+	cfg, _, diags := engine.Load([]string{"../pipelines"}, actions.Registry())
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	ch, _ := conn.Channel()
+	// get_next_uid_gid is declared single-active-consumer; an older one
+	// without that argument is in the way.
+	if _, err := ch.QueueDeclare(id+".get_next_uid_gid", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ch, _ := conn.Channel()
+		for _, p := range cfg.Pipelines {
+			ch.QueueDelete(p.Queue, false, false, false)
+		}
+		ch.QueueDelete(id+".RegUsr-"+id+".dead", false, false, false)
+		ch.ExchangeDelete("RegUsr-"+id, false, false)
+		ch.ExchangeDelete("RegUsr-"+id+".dead", false, false)
+	}()
+	store, _ := engine.OpenStore(t.TempDir() + "/db")
+	defer store.Close()
+	e := engine.NewEngine(cfg, amqpURL(), &engine.Services{Store: store, Root: t.TempDir(),
+		Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := e.Run(ctx)
+	want := "declare queue " + id + ".get_next_uid_gid of pipeline get_next_uid_gid: it already exists with " +
+		"different settings: inequivalent arg 'x-single-active-consumer'"
+	if err == nil || !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("Run = %v\nwant one line starting %q", err, want)
 	}
 }
