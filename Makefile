@@ -6,7 +6,7 @@ GO      ?= go
 BIN     := bin/regflow
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build demo test fuzz unit services stop-services clean help
+.PHONY: all build demo test fuzz bench unit services stop-services clean help
 
 all: build
 
@@ -27,6 +27,11 @@ fuzz:
 	for t in FuzzLoad FuzzDecodeMessage; do \
 		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $${FUZZTIME:-5m} -fuzzminimizetime 30s ./engine || exit 1; \
 	done
+
+## bench: ceiling, passthrough, workflow, simulate and memory, side by side (bench/results.json)
+bench:
+	scripts/services.sh start rabbitmq
+	$(GO) run ./bench
 
 ## unit: the tests that need no services
 unit:
