@@ -394,7 +394,7 @@ func TestEngineWarnsUnencodedDot(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(le.logs.String(), "no pipeline consumed this message") {
+	for !strings.Contains(le.logs.String(), "no pipeline acted on this message") {
 		if time.Now().After(deadline) {
 			t.Fatalf("no warning; logs:\n%s", le.logs.String())
 		}

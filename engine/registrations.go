@@ -66,7 +66,9 @@ func (s *Store) OpenRegistration(ctx context.Context, r *Registration) (bool, er
 	if err != nil {
 		return false, Permanent(fmt.Errorf("encode registration: %w", err))
 	}
-	res, err := s.db.ExecContext(ctx, `
+	var opened bool
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.Exec(`
 INSERT INTO registrations (tracker, id, state, start_message, opened_at, deadline_at, updated_at,
 	waiting_for, msg)
 VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?)
@@ -75,17 +77,19 @@ ON CONFLICT (tracker, id) DO UPDATE SET state = 'open', start_message = excluded
 	closed_at = '', closed_by = '', answered = 0, waiting_for = excluded.waiting_for, last_error = '',
 	late = '', msg = excluded.msg
 WHERE registrations.state != 'open' AND registrations.start_message != excluded.start_message`,
-		r.Tracker, r.ID, r.StartMessage, formatTime(r.OpenedAt), formatTime(r.DeadlineAt),
-		formatTime(r.OpenedAt), r.WaitingFor, string(msg))
-	if err != nil {
-		return false, storeErr("open registration", err)
-	}
-	n, _ := res.RowsAffected()
-	if n > 0 {
-		_, err = s.db.ExecContext(ctx, `DELETE FROM registration_steps WHERE tracker = ? AND id = ? AND at < ?`,
-			r.Tracker, r.ID, formatTime(r.OpenedAt))
-	}
-	return n > 0, storeErr("open registration", err)
+			r.Tracker, r.ID, r.StartMessage, formatTime(r.OpenedAt), formatTime(r.DeadlineAt),
+			formatTime(r.OpenedAt), r.WaitingFor, string(msg))
+		if err != nil {
+			return storeErr("open registration", err)
+		}
+		n, _ := res.RowsAffected()
+		if opened = n > 0; opened {
+			_, err = tx.Exec(`DELETE FROM registration_steps WHERE tracker = ? AND id = ? AND at < ?`,
+				r.Tracker, r.ID, formatTime(r.OpenedAt))
+		}
+		return storeErr("open registration", err)
+	})
+	return opened, err
 }
 
 // CloseRegistration records that the answer with message id by is about
@@ -94,97 +98,88 @@ WHERE registrations.state != 'open' AND registrations.start_message != excluded.
 // replay); no when it timed out or another answer closed it. state is
 // the registration's state before the call, "" when it is not tracked.
 func (s *Store) CloseRegistration(ctx context.Context, tracker, id, by string) (state string, ok bool, err error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return "", false, storeErr("begin", err)
-	}
-	defer tx.Rollback()
-	var closedBy string
-	err = tx.QueryRowContext(ctx, `SELECT state, closed_by FROM registrations WHERE tracker = ? AND id = ?`,
-		tracker, id).Scan(&state, &closedBy)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", true, nil
-	}
-	if err != nil {
-		return "", false, storeErr("read registration", err)
-	}
-	switch {
-	case state == RegOpen:
-		now := formatTime(time.Now())
-		_, err = tx.ExecContext(ctx, `UPDATE registrations SET state = 'done', closed_at = ?, closed_by = ?,
-			updated_at = ? WHERE tracker = ? AND id = ?`, now, by, now, tracker, id)
-		if err != nil {
-			return state, false, storeErr("close registration", err)
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		var closedBy string
+		err := tx.QueryRow(`SELECT state, closed_by FROM registrations WHERE tracker = ? AND id = ?`,
+			tracker, id).Scan(&state, &closedBy)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			state, ok = "", true
+			return nil
+		case err != nil:
+			return storeErr("read registration", err)
+		case state == RegOpen:
+			now := formatTime(time.Now())
+			_, err = tx.Exec(`UPDATE registrations SET state = 'done', closed_at = ?, closed_by = ?,
+				updated_at = ? WHERE tracker = ? AND id = ?`, now, by, now, tracker, id)
+			ok = err == nil
+			return storeErr("close registration", err)
 		}
-		return state, true, storeErr("commit", tx.Commit())
-	case closedBy == by:
-		return state, true, nil
-	}
-	return state, false, nil
+		ok = closedBy == by
+		return nil
+	})
+	return state, ok, err
 }
 
 // TimeOutRegistration marks the registration opened by startMessage as
 // timed out, if it is still open. Of several processes racing, one wins.
 func (s *Store) TimeOutRegistration(ctx context.Context, tracker, id, startMessage string) (bool, error) {
-	now := formatTime(time.Now())
-	res, err := s.db.ExecContext(ctx, `UPDATE registrations SET state = 'timed_out', closed_at = ?,
-		updated_at = ? WHERE tracker = ? AND id = ? AND start_message = ? AND state = 'open'`,
-		now, now, tracker, id, startMessage)
-	if err != nil {
-		return false, storeErr("time out registration", err)
-	}
-	n, _ := res.RowsAffected()
-	return n > 0, nil
+	var won bool
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		now := formatTime(time.Now())
+		res, err := tx.Exec(`UPDATE registrations SET state = 'timed_out', closed_at = ?,
+			updated_at = ? WHERE tracker = ? AND id = ? AND start_message = ? AND state = 'open'`,
+			now, now, tracker, id, startMessage)
+		if err != nil {
+			return storeErr("time out registration", err)
+		}
+		n, _ := res.RowsAffected()
+		won = n > 0
+		return nil
+	})
+	return won, err
 }
 
 // MarkAnswered records that a timed-out registration got its answer.
 func (s *Store) MarkAnswered(ctx context.Context, tracker, id string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE registrations SET answered = 1, updated_at = ? WHERE tracker = ? AND id = ?`,
-		formatTime(time.Now()), tracker, id)
-	return storeErr("mark answered", err)
+	return s.exec(ctx, "mark answered", `UPDATE registrations SET answered = 1, updated_at = ?
+		WHERE tracker = ? AND id = ?`, formatTime(time.Now()), tracker, id)
 }
 
 // NoteLate records a result that arrived after the registration timed out.
 func (s *Store) NoteLate(ctx context.Context, tracker, id, what string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE registrations SET late = CASE WHEN late = '' THEN ? ELSE late || '; ' || ? END,
-		updated_at = ? WHERE tracker = ? AND id = ?`, what, what, formatTime(time.Now()), tracker, id)
-	return storeErr("note late result", err)
+	return s.exec(ctx, "note late result", `UPDATE registrations
+		SET late = CASE WHEN late = '' THEN ? ELSE late || '; ' || ? END, updated_at = ?
+		WHERE tracker = ? AND id = ?`, what, what, formatTime(time.Now()), tracker, id)
 }
 
 // NoteWaiting records what an open registration waits for now.
 func (s *Store) NoteWaiting(ctx context.Context, tracker, id, waitingFor string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE registrations SET waiting_for = ?, updated_at = ?
+	return s.exec(ctx, "note registration", `UPDATE registrations SET waiting_for = ?, updated_at = ?
 		WHERE tracker = ? AND id = ? AND state = 'open'`, waitingFor, formatTime(time.Now()), tracker, id)
-	return storeErr("note registration", err)
 }
 
 // AddRegistrationStep records a step that ran for a registration, and its
 // error as the registration's last one.
 func (s *Store) AddRegistrationStep(ctx context.Context, tracker, id string, st RegistrationStep) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return storeErr("begin", err)
-	}
-	defer tx.Rollback()
-	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM registrations WHERE tracker = ? AND id = ?`,
-		tracker, id).Scan(&n); err != nil || n == 0 {
-		return storeErr("read registration", err)
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO registration_steps (tracker, id, at, pipeline, step, status,
-		attempts, note, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, tracker, id, formatTime(st.At), st.Pipeline,
-		st.Step, st.Status, st.Attempts, st.Note, st.Error)
-	if err != nil {
-		return storeErr("record registration step", err)
-	}
-	if st.Error != "" {
-		_, err = tx.ExecContext(ctx, `UPDATE registrations SET last_error = ?, updated_at = ? WHERE tracker = ? AND id = ?`,
-			st.Pipeline+"/"+st.Step+": "+st.Error, formatTime(st.At), tracker, id)
-		if err != nil {
-			return storeErr("record registration error", err)
+	return s.write(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRow(`SELECT count(*) FROM registrations WHERE tracker = ? AND id = ?`,
+			tracker, id).Scan(&n); err != nil || n == 0 {
+			return storeErr("read registration", err)
 		}
-	}
-	return storeErr("commit", tx.Commit())
+		_, err := tx.Exec(`INSERT INTO registration_steps (tracker, id, at, pipeline, step, status,
+			attempts, note, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, tracker, id, formatTime(st.At), st.Pipeline,
+			st.Step, st.Status, st.Attempts, st.Note, st.Error)
+		if err != nil {
+			return storeErr("record registration step", err)
+		}
+		if st.Error != "" {
+			_, err = tx.Exec(`UPDATE registrations SET last_error = ?, updated_at = ? WHERE tracker = ? AND id = ?`,
+				st.Pipeline+"/"+st.Step+": "+st.Error, formatTime(st.At), tracker, id)
+		}
+		return storeErr("record registration error", err)
+	})
 }
 
 const registrationColumns = `tracker, id, state, start_message, opened_at, deadline_at, updated_at, closed_at,

@@ -221,7 +221,9 @@ func (r *Runner) runFailure(ctx context.Context, f *frame, res *Result) error {
 
 // runStep runs one step and records it for tracked registrations.
 func (r *Runner) runStep(ctx context.Context, f *frame, s *Step) (StepResult, error) {
+	start := time.Now()
 	sr, err := r.step(ctx, f, s)
+	sr.Duration = time.Since(start)
 	if err != nil {
 		return sr, err
 	}
@@ -231,8 +233,6 @@ func (r *Runner) runStep(ctx context.Context, f *frame, s *Step) (StepResult, er
 // step runs one step: its condition, the journal, the attempts.
 func (r *Runner) step(ctx context.Context, f *frame, s *Step) (StepResult, error) {
 	sr := StepResult{Step: s.Name, Action: s.Action}
-	start := time.Now()
-	defer func() { sr.Duration = time.Since(start) }()
 	msg := f.msg
 	env := Env(msg, f.key)
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"modernc.org/sqlite"
@@ -16,15 +17,44 @@ import (
 )
 
 // Store is regflow's SQLite database: reserved ids, claimed unique values,
-// the event log and the step journal. It is safe for concurrent use by
-// many goroutines and by several regflow processes on one host: every
-// connection waits for locks (busy timeout) and every write transaction
-// takes the write lock when it begins, so writers queue instead of failing
-// with "database is locked".
+// the event log, the step journal and the registrations. It is safe for
+// concurrent use by many goroutines and by several regflow processes on
+// one host.
+//
+// Reads use a pool of connections; WAL lets them run beside the writer.
+// All writes of a process go through one connection and one goroutine,
+// which commits the writes that queued up meanwhile together, each in a
+// savepoint of its own (group commit): a write returns only once it is
+// committed, and one write's failure undoes only that write. Between
+// processes, each write transaction takes the lock when it begins and
+// waits for it (busy timeout), so nothing fails with "database is locked".
 type Store struct {
-	db   *sql.DB
-	path string
+	db     *sql.DB // readers
+	w      *sql.DB // the one writer connection
+	path   string
+	writes chan *writeOp
+	done   chan struct{}
+
+	mu     sync.RWMutex // held to send on writes; Close takes it to close writes
+	closed bool         // guarded by mu
 }
+
+// exec runs one statement as a write.
+func (s *Store) exec(ctx context.Context, op, query string, args ...any) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(query, args...)
+		return storeErr(op, err)
+	})
+}
+
+// writeOp is one write waiting for the writer.
+type writeOp struct {
+	fn  func(tx *sql.Tx) error
+	err chan error
+}
+
+// maxBatch bounds how many writes share one transaction.
+const maxBatch = 256
 
 const storeSchema = `
 CREATE TABLE IF NOT EXISTS ids (
@@ -100,20 +130,109 @@ func OpenStore(path string) (*Store, error) {
 	if strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("open store: path %q must not contain '?' or '#'", path)
 	}
-	dsn := "file:" + path + "?_busy_timeout=10000&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate"
-	db, err := sql.Open("sqlite", dsn)
+	dsn := "file:" + path + "?_busy_timeout=10000&_journal_mode=WAL&_synchronous=NORMAL"
+	w, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	if _, err := db.Exec(storeSchema); err != nil {
-		db.Close()
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	if _, err := w.Exec(storeSchema); err != nil {
+		w.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	return &Store{db: db, path: path}, nil
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s := &Store{db: db, w: w, path: path, writes: make(chan *writeOp, maxBatch), done: make(chan struct{})}
+	go s.writer()
+	return s, nil
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close stops the writer, after the writes already queued, and closes the
+// database.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.writes)
+	s.mu.Unlock()
+	<-s.done
+	s.db.Close()
+	return s.w.Close()
+}
+
+// write runs fn in a write transaction, shared with other writes queued
+// at the same time, and returns once it is committed.
+func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	op := &writeOp{fn: fn, err: make(chan error, 1)}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return Unavailable(errors.New("the store is closed"))
+	}
+	s.writes <- op
+	s.mu.RUnlock()
+	return <-op.err
+}
+
+func (s *Store) writer() {
+	defer close(s.done)
+	batch := make([]*writeOp, 0, maxBatch)
+	for op := range s.writes {
+		batch = append(batch[:0], op)
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case more, ok := <-s.writes:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, more)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit runs a batch of writes in one transaction, each in a savepoint.
+func (s *Store) commit(batch []*writeOp) {
+	errs := make([]error, len(batch))
+	tx, err := s.w.Begin()
+	if err != nil {
+		for _, op := range batch {
+			op.err <- storeErr("begin", err)
+		}
+		return
+	}
+	for i, op := range batch {
+		if _, err := tx.Exec(`SAVEPOINT op`); err != nil {
+			errs[i] = storeErr("savepoint", err)
+			continue
+		}
+		if errs[i] = op.fn(tx); errs[i] != nil {
+			tx.Exec(`ROLLBACK TO op`)
+		}
+		tx.Exec(`RELEASE op`)
+	}
+	if err := tx.Commit(); err != nil {
+		for i := range errs {
+			if errs[i] == nil {
+				errs[i] = storeErr("commit", err)
+			}
+		}
+	}
+	for i, op := range batch {
+		op.err <- errs[i]
+	}
+}
 
 // Path returns the database file's path.
 func (s *Store) Path() string { return s.path }
@@ -156,48 +275,43 @@ var ErrRangeExhausted = errors.New("exhausted")
 // reserved by this call. The UNIQUE constraints on uid and gid make a
 // duplicate impossible even if two processes race.
 func (s *Store) AllocateIDs(ctx context.Context, username string, uids IDRange, gids *IDRange) (uid, gid int64, fresh bool, err error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, 0, false, storeErr("begin", err)
-	}
-	defer tx.Rollback()
-
-	err = tx.QueryRowContext(ctx, `SELECT uid, gid FROM ids WHERE username = ?`, username).Scan(&uid, &gid)
-	if err == nil {
-		return uid, gid, false, nil
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return 0, 0, false, storeErr("look up ids", err)
-	}
-
-	if gids == nil {
-		uid, err = lowestFree(ctx, tx, uids, true, true)
-		gid = uid
-	} else {
-		uid, err = lowestFree(ctx, tx, uids, true, false)
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRow(`SELECT uid, gid FROM ids WHERE username = ?`, username).Scan(&uid, &gid)
 		if err == nil {
-			gid, err = lowestFree(ctx, tx, *gids, false, true)
+			return nil
 		}
-	}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return storeErr("look up ids", err)
+		}
+		if gids == nil {
+			uid, err = lowestFree(tx, uids, true, true)
+			gid = uid
+		} else {
+			uid, err = lowestFree(tx, uids, true, false)
+			if err == nil {
+				gid, err = lowestFree(tx, *gids, false, true)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`INSERT INTO ids (username, uid, gid, created_at) VALUES (?, ?, ?, ?)`,
+			username, uid, gid, now()); err != nil {
+			return storeErr("reserve ids", err)
+		}
+		fresh = true
+		return nil
+	})
 	if err != nil {
 		return 0, 0, false, err
 	}
-	_, err = tx.ExecContext(ctx,
-		`INSERT INTO ids (username, uid, gid, created_at) VALUES (?, ?, ?, ?)`,
-		username, uid, gid, now())
-	if err != nil {
-		return 0, 0, false, storeErr("reserve ids", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, 0, false, storeErr("commit ids", err)
-	}
-	return uid, gid, true, nil
+	return uid, gid, fresh, nil
 }
 
 // lowestFree finds the lowest id in r used neither as a uid (when byUID)
 // nor as a gid (when byGID). The lowest free id is either r.Lo or one more
 // than an id in use, so only those candidates are tried.
-func lowestFree(ctx context.Context, tx *sql.Tx, r IDRange, byUID, byGID bool) (int64, error) {
+func lowestFree(tx *sql.Tx, r IDRange, byUID, byGID bool) (int64, error) {
 	var used []string
 	if byUID {
 		used = append(used, `SELECT uid AS id FROM ids`)
@@ -212,7 +326,7 @@ SELECT MIN(c) FROM (
 	UNION SELECT id + 1 FROM used WHERE id >= ? AND id < ?
 ) WHERE c NOT IN (SELECT id FROM used)`
 	var id sql.NullInt64
-	if err := tx.QueryRowContext(ctx, q, r.Lo, r.Lo, r.Hi).Scan(&id); err != nil {
+	if err := tx.QueryRow(q, r.Lo, r.Lo, r.Hi).Scan(&id); err != nil {
 		return 0, storeErr("find free id", err)
 	}
 	if !id.Valid || id.Int64 > r.Hi {
@@ -250,34 +364,34 @@ type Claim struct {
 // message; values the owner already holds are fine. Nothing is claimed
 // unless everything is.
 func (s *Store) ClaimUnique(ctx context.Context, owner string, claims []Claim) (*Claim, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, storeErr("begin", err)
-	}
-	defer tx.Rollback()
-	for i, c := range claims {
-		var holder string
-		err := tx.QueryRowContext(ctx,
-			`SELECT owner FROM claims WHERE field = ? AND value = ?`, c.Field, c.Value).Scan(&holder)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			_, err = tx.ExecContext(ctx,
-				`INSERT INTO claims (field, value, owner, created_at) VALUES (?, ?, ?, ?)`,
-				c.Field, c.Value, owner, now())
-			if err != nil {
-				return nil, storeErr("claim "+c.Field, err)
+	var conflict *Claim
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		for i, c := range claims {
+			var holder string
+			err := tx.QueryRow(`SELECT owner FROM claims WHERE field = ? AND value = ?`, c.Field, c.Value).Scan(&holder)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				if _, err := tx.Exec(`INSERT INTO claims (field, value, owner, created_at) VALUES (?, ?, ?, ?)`,
+					c.Field, c.Value, owner, now()); err != nil {
+					return storeErr("claim "+c.Field, err)
+				}
+			case err != nil:
+				return storeErr("look up "+c.Field, err)
+			case holder != owner:
+				conflict = &claims[i]
+				return errConflict
 			}
-		case err != nil:
-			return nil, storeErr("look up "+c.Field, err)
-		case holder != owner:
-			return &claims[i], nil
 		}
+		return nil
+	})
+	if errors.Is(err, errConflict) {
+		return conflict, nil
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, storeErr("commit claims", err)
-	}
-	return nil, nil
+	return nil, err
 }
+
+// errConflict undoes a claim's savepoint when a value is taken.
+var errConflict = errors.New("claimed by another owner")
 
 // Event is one line of the event log.
 type Event struct {
@@ -294,10 +408,11 @@ func (s *Store) AddEvent(ctx context.Context, e *Event) error {
 	if err != nil {
 		return Permanent(fmt.Errorf("encode event: %w", err))
 	}
-	_, err = s.db.ExecContext(ctx,
-		`INSERT INTO events (time, pipeline, routing_key, message_id, body) VALUES (?, ?, ?, ?, ?)`,
-		e.Time.UTC().Format(time.RFC3339Nano), e.Pipeline, e.RoutingKey, e.MessageID, string(body))
-	return storeErr("record event", err)
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO events (time, pipeline, routing_key, message_id, body) VALUES (?, ?, ?, ?, ?)`,
+			e.Time.UTC().Format(time.RFC3339Nano), e.Pipeline, e.RoutingKey, e.MessageID, string(body))
+		return storeErr("record event", err)
+	})
 }
 
 // Step statuses in the journal.
@@ -345,19 +460,23 @@ func (s *Store) JournalPut(ctx context.Context, scope, step string, e *JournalEn
 	if e.Added == nil {
 		added = []byte("{}")
 	}
-	_, err = s.db.ExecContext(ctx, `
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`
 INSERT INTO journal (scope, step, status, added, error, note, attempts, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (scope, step) DO UPDATE SET status = excluded.status, added = excluded.added,
 	error = excluded.error, note = excluded.note, attempts = excluded.attempts,
 	updated_at = excluded.updated_at`,
-		scope, step, e.Status, string(added), e.Error, e.Note, e.Attempts, now())
-	return storeErr("write journal", err)
+			scope, step, e.Status, string(added), e.Error, e.Note, e.Attempts, now())
+		return storeErr("write journal", err)
+	})
 }
 
 // JournalForgetFailed removes the failed steps recorded within scope, so
 // that a replayed message runs them again.
 func (s *Store) JournalForgetFailed(ctx context.Context, scope string) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM journal WHERE scope = ? AND status = ?`, scope, StatusFailed)
-	return storeErr("forget failed steps", err)
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`DELETE FROM journal WHERE scope = ? AND status = ?`, scope, StatusFailed)
+		return storeErr("forget failed steps", err)
+	})
 }

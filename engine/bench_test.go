@@ -1,0 +1,35 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+
+	"regflow/actions"
+	"regflow/engine"
+)
+
+// BenchmarkSimulateRegistration runs one registration through the shipped
+// pipelines in-process per iteration: four messages, twelve steps, a git
+// commit, three mails to the outbox.
+func BenchmarkSimulateRegistration(b *testing.B) {
+	cfg, _, diags := engine.Load([]string{"../pipelines"}, actions.Registry())
+	if diags.HasErrors() {
+		b.Fatal(diags)
+	}
+	svc, err := engine.Sandbox(cfg, b.TempDir(), nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer svc.Store.Close()
+	sim := engine.NewSimulator(cfg, svc)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		u := fmt.Sprintf("u%07d", i)
+		body := fmt.Sprintf(`{"username":%q,"queuename":%q,"email":"%s@example.org","fullname":"U","reason":"r"}`, u, u, u)
+		if _, err := sim.Run(context.Background(), "request."+u, []byte(body), u); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
