@@ -6,10 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/mail"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -141,41 +145,202 @@ func (g *gitCommit) Run(ctx context.Context, c *engine.Call) error {
 		}
 	}
 
-	dir := c.Svc.Path(g.repo)
-	unlock := lockRepo(dir)
-	defer unlock()
-	r := &gitRepo{dir: dir, env: g.env()}
-	if err := r.ensure(ctx, g.branch); err != nil {
-		return err
-	}
-	if err := r.clearStaleLock(c); err != nil {
-		return err
-	}
-	if err := writeFileAtomic(filepath.Join(dir, rel), content); err != nil {
-		return engine.Transient(fmt.Errorf("write %s: %w", rel, err))
-	}
-	if _, err := r.git(ctx, nil, "add", "--", rel); err != nil {
-		return err
-	}
-	if _, err := r.git(ctx, nil, "diff", "--cached", "--quiet", "--", rel); err == nil {
+	res := committerFor(c.Svc.Path(g.repo), g, c.Svc.Sandbox).commit(ctx, c.Log, record{rel, content, msg})
+	switch {
+	case res.err != nil:
+		return res.err
+	case res.unchanged:
 		c.Notef("already committed: %s", rel)
-		return g.maybePush(ctx, c, r)
+	case res.others > 0:
+		c.Notef("committed %s as %s, with %d other records", rel, res.hash, res.others)
+	default:
+		c.Notef("committed %s as %s", rel, res.hash)
 	}
-	if _, err := r.git(ctx, []byte(msg), "commit", "--quiet", "--no-verify", "--cleanup=verbatim",
-		"--file=-", "--", rel); err != nil {
-		return err
+	if g.push && c.Svc.Sandbox {
+		c.Notef("%s; push skipped in the sandbox", c.Note())
 	}
-	head, err := r.git(ctx, nil, "rev-parse", "--short", "HEAD")
-	if err != nil {
-		return err
-	}
-	c.Notef("committed %s as %s", rel, strings.TrimSpace(string(head)))
-	return g.maybePush(ctx, c, r)
+	return nil
 }
 
-// env is git's environment. Literal pathspecs keep a rendered path such
-// as ":!x" or ":(glob)**" from being read as pathspec magic, which would
-// add and commit every other file in the work tree.
+// record is one file a step commits.
+type record struct {
+	rel     string
+	content []byte
+	msg     string
+}
+
+type commitResult struct {
+	hash      string
+	others    int  // records that went into the same commit
+	unchanged bool // the file was committed already
+	err       error
+}
+
+type commitRequest struct {
+	record
+	log  *slog.Logger
+	done chan commitResult
+}
+
+// committer makes the commits of one repository. Records that arrive
+// while a commit is being made go into the next commit together, whose
+// message holds every record's own message; a record that arrives alone
+// is committed with its message exactly. A burst of registrations thus
+// costs a few git runs instead of a few per user, and the history still
+// says which commit added which user.
+type committer struct {
+	g       *gitCommit
+	repo    *gitRepo
+	sandbox bool
+
+	mu      sync.Mutex
+	pending []*commitRequest // guarded by mu
+	running bool             // a goroutine is committing; guarded by mu
+}
+
+// committers holds a committer per repository and configuration.
+var committers sync.Map
+
+func committerFor(dir string, g *gitCommit, sandbox bool) *committer {
+	key := strings.Join([]string{dir, g.name, g.email, g.branch, g.remote, strconv.FormatBool(g.push),
+		strconv.FormatBool(sandbox)}, "\x00")
+	if c, ok := committers.Load(key); ok {
+		return c.(*committer)
+	}
+	c, _ := committers.LoadOrStore(key, &committer{g: g, repo: &gitRepo{dir: dir, env: g.env()}, sandbox: sandbox})
+	return c.(*committer)
+}
+
+// commit queues rec and waits for the commit that includes it.
+func (cm *committer) commit(ctx context.Context, log *slog.Logger, rec record) commitResult {
+	req := &commitRequest{record: rec, log: log, done: make(chan commitResult, 1)}
+	cm.mu.Lock()
+	cm.pending = append(cm.pending, req)
+	if !cm.running {
+		cm.running = true
+		go cm.loop()
+	}
+	cm.mu.Unlock()
+	select {
+	case res := <-req.done:
+		return res
+	case <-ctx.Done():
+		return commitResult{err: engine.Transient(fmt.Errorf("git commit: %w", ctx.Err()))}
+	}
+}
+
+func (cm *committer) loop() {
+	for {
+		cm.mu.Lock()
+		batch := cm.pending
+		cm.pending = nil
+		if len(batch) == 0 {
+			cm.running = false
+			cm.mu.Unlock()
+			return
+		}
+		cm.mu.Unlock()
+		cm.run(batch)
+	}
+}
+
+var commitHash = regexp.MustCompile(`^\[[^\]]*?([0-9a-f]{7,40})\]`)
+
+// run makes one commit of a batch of records.
+func (cm *committer) run(batch []*commitRequest) {
+	finish := func(res func(*commitRequest) commitResult) {
+		for _, req := range batch {
+			req.done <- res(req)
+		}
+	}
+	failAll := func(err error) { finish(func(*commitRequest) commitResult { return commitResult{err: err} }) }
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	unlock := lockRepo(cm.repo.dir)
+	defer unlock()
+	r := cm.repo
+	if err := r.ensure(ctx, cm.g.branch); err != nil {
+		failAll(err)
+		return
+	}
+	if err := r.clearStaleLock(batch[0].log); err != nil {
+		failAll(err)
+		return
+	}
+	var paths []string
+	for _, req := range batch {
+		if err := writeFileAtomic(filepath.Join(r.dir, req.rel), req.content); err != nil {
+			failAll(engine.Transient(fmt.Errorf("write %s: %w", req.rel, err)))
+			return
+		}
+		if !slices.Contains(paths, req.rel) {
+			paths = append(paths, req.rel)
+		}
+	}
+	if _, err := r.git(ctx, nil, append([]string{"add", "--"}, paths...)...); err != nil {
+		failAll(err)
+		return
+	}
+	out, err := r.git(ctx, nil, append([]string{"diff", "--cached", "--name-only", "-z", "--"}, paths...)...)
+	if err != nil {
+		failAll(err)
+		return
+	}
+	changed := map[string]bool{}
+	for _, p := range strings.Split(strings.TrimRight(string(out), "\x00"), "\x00") {
+		if p != "" {
+			changed[filepath.Clean(p)] = true
+		}
+	}
+	var msgs, changedPaths []string
+	for _, req := range batch {
+		if changed[req.rel] && !slices.Contains(changedPaths, req.rel) {
+			changedPaths = append(changedPaths, req.rel)
+			msgs = append(msgs, req.msg)
+		}
+	}
+	hash := ""
+	if len(changedPaths) > 0 {
+		out, err := r.git(ctx, []byte(GroupMessage(msgs)), append([]string{"commit", "--no-verify",
+			"--cleanup=verbatim", "--file=-", "--"}, changedPaths...)...)
+		if err != nil {
+			failAll(err)
+			return
+		}
+		if m := commitHash.FindSubmatch(out); m != nil {
+			hash = string(m[1])[:7]
+		}
+	}
+	if cm.g.push && !cm.sandbox {
+		if err := cm.push(ctx, r); err != nil {
+			failAll(err)
+			return
+		}
+	}
+	finish(func(req *commitRequest) commitResult {
+		if !changed[req.rel] {
+			return commitResult{unchanged: true}
+		}
+		return commitResult{hash: hash, others: len(changedPaths) - 1}
+	})
+}
+
+// GroupMessage is the message of a commit of several records: the first
+// record's subject with a count, then every record's message. A single
+// record's message is kept exactly.
+func GroupMessage(msgs []string) string {
+	if len(msgs) == 1 {
+		return msgs[0]
+	}
+	subject, _, _ := strings.Cut(msgs[0], "\n")
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s and %d more\n", subject, len(msgs)-1)
+	for _, m := range msgs {
+		b.WriteString("\n" + strings.TrimRight(m, "\n") + "\n")
+	}
+	return b.String()
+}
+
 func (g *gitCommit) env() []string {
 	return append(os.Environ(),
 		"GIT_AUTHOR_NAME="+g.name, "GIT_AUTHOR_EMAIL="+g.email,
@@ -184,16 +349,10 @@ func (g *gitCommit) env() []string {
 	)
 }
 
-// maybePush pushes the branch, rebasing onto the remote and trying again
-// when another writer pushed first.
-func (g *gitCommit) maybePush(ctx context.Context, c *engine.Call, r *gitRepo) error {
-	if !g.push {
-		return nil
-	}
-	if c.Svc.Sandbox {
-		c.Notef("%s; push skipped in the sandbox", c.Note())
-		return nil
-	}
+// push pushes the branch, rebasing onto the remote and trying again when
+// another writer pushed first.
+func (cm *committer) push(ctx context.Context, r *gitRepo) error {
+	g := cm.g
 	var err error
 	for try := 1; try <= 3; try++ {
 		if _, err = r.git(ctx, nil, "push", "--quiet", g.remote, "HEAD:refs/heads/"+g.branch); err == nil {
@@ -261,13 +420,13 @@ const staleLock = 2 * time.Minute
 // clearStaleLock removes an index.lock older than staleLock. Within this
 // process the repository lock serializes git, so a lock file is another
 // process's, alive or dead.
-func (r *gitRepo) clearStaleLock(c *engine.Call) error {
+func (r *gitRepo) clearStaleLock(log *slog.Logger) error {
 	lock := filepath.Join(r.dir, ".git", "index.lock")
 	st, err := os.Stat(lock)
 	if err != nil || time.Since(st.ModTime()) < staleLock {
 		return nil
 	}
-	c.Log.Warn("removing a stale git lock", "path", lock, "age", time.Since(st.ModTime()).Round(time.Second).String())
+	log.Warn("removing a stale git lock", "path", lock, "age", time.Since(st.ModTime()).Round(time.Second).String())
 	if err := os.Remove(lock); err != nil && !os.IsNotExist(err) {
 		return engine.Permanent(fmt.Errorf("remove stale %s: %w", lock, err))
 	}
