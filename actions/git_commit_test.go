@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"regflow/actions"
 	"regflow/engine"
 )
 
