@@ -31,8 +31,9 @@ var AllocateUID = &engine.ActionSpec{
 		}
 		return engine.Schema{"uid": uid, "gid": uid}
 	},
-	AddsDoc: "`uid` and `gid`, integers within their ranges",
-	New:     newAllocateUID,
+	AddsDoc:    "`uid` and `gid`, integers within their ranges",
+	Idempotent: true,
+	New:        newAllocateUID,
 }
 
 type allocateUID struct {

@@ -11,13 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"regflow/engine"
 )
@@ -45,7 +45,8 @@ var GitCommit = &engine.ActionSpec{
 		{Name: "remote", Kind: engine.AttrString, Default: `"origin"`, Doc: "Remote to push to."},
 		{Name: "branch", Kind: engine.AttrString, Default: `"main"`, Doc: "Branch to commit on and push."},
 	},
-	New: newGitCommit,
+	Idempotent: true,
+	New:        newGitCommit,
 }
 
 type gitCommit struct {
@@ -192,6 +193,7 @@ type committer struct {
 	g       *gitCommit
 	repo    *gitRepo
 	sandbox bool
+	store   *gitStore // opened on first use; only the committing goroutine touches it
 
 	mu      sync.Mutex
 	pending []*commitRequest // guarded by mu
@@ -244,7 +246,17 @@ func (cm *committer) loop() {
 	}
 }
 
-var commitHash = regexp.MustCompile(`^\[[^\]]*?([0-9a-f]{7,40})\]`)
+// gitStore opens the repository in-process, once.
+func (cm *committer) gitStore() (*gitStore, error) {
+	if cm.store == nil {
+		gs, err := openGitStore(cm.repo.dir)
+		if err != nil {
+			return nil, err
+		}
+		cm.store = gs
+	}
+	return cm.store, nil
+}
 
 // run makes one commit of a batch of records.
 func (cm *committer) run(batch []*commitRequest) {
@@ -267,50 +279,36 @@ func (cm *committer) run(batch []*commitRequest) {
 		failAll(err)
 		return
 	}
-	var paths []string
-	for _, req := range batch {
-		if err := writeFileAtomic(filepath.Join(r.dir, req.rel), req.content); err != nil {
-			failAll(engine.Transient(fmt.Errorf("write %s: %w", req.rel, err)))
-			return
-		}
-		if !slices.Contains(paths, req.rel) {
-			paths = append(paths, req.rel)
-		}
-	}
-	if _, err := r.git(ctx, nil, append([]string{"add", "--"}, paths...)...); err != nil {
-		failAll(err)
-		return
-	}
-	out, err := r.git(ctx, nil, append([]string{"diff", "--cached", "--name-only", "-z", "--"}, paths...)...)
+	gs, err := cm.gitStore()
 	if err != nil {
 		failAll(err)
 		return
 	}
-	changed := map[string]bool{}
-	for _, p := range strings.Split(strings.TrimRight(string(out), "\x00"), "\x00") {
-		if p != "" {
-			changed[filepath.Clean(p)] = true
+	recs := make([]record, len(batch))
+	for i, req := range batch {
+		recs[i] = req.record
+		if gs.bare {
+			continue
 		}
-	}
-	var msgs, changedPaths []string
-	for _, req := range batch {
-		if changed[req.rel] && !slices.Contains(changedPaths, req.rel) {
-			changedPaths = append(changedPaths, req.rel)
-			msgs = append(msgs, req.msg)
-		}
-	}
-	hash := ""
-	if len(changedPaths) > 0 {
-		out, err := r.git(ctx, []byte(GroupMessage(msgs)), append([]string{"commit", "--no-verify",
-			"--cleanup=verbatim", "--file=-", "--"}, changedPaths...)...)
-		if err != nil {
-			failAll(err)
+		if err := writeFileAtomic(filepath.Join(r.dir, req.rel), req.content); err != nil {
+			failAll(engine.Transient(fmt.Errorf("write %s: %w", req.rel, err)))
 			return
 		}
-		if m := commitHash.FindSubmatch(out); m != nil {
-			hash = string(m[1])[:7]
-		}
 	}
+	sig := object.Signature{Name: cm.g.name, Email: cm.g.email, When: time.Now()}
+	hash, changed, err := gs.commit(recs, cm.g.branch, sig, func(todo []record) string {
+		msgs := make([]string, len(todo))
+		for i, t := range todo {
+			msgs[i] = t.msg
+		}
+		return GroupMessage(msgs)
+	})
+	if err != nil {
+		cm.store = nil // reopen: the error may have left the cache behind
+		failAll(err)
+		return
+	}
+	changedCount := len(changed)
 	if cm.g.push && !cm.sandbox {
 		if err := cm.push(ctx, r); err != nil {
 			failAll(err)
@@ -321,7 +319,7 @@ func (cm *committer) run(batch []*commitRequest) {
 		if !changed[req.rel] {
 			return commitResult{unchanged: true}
 		}
-		return commitResult{hash: hash, others: len(changedPaths) - 1}
+		return commitResult{hash: hash, others: changedCount - 1}
 	})
 }
 

@@ -57,7 +57,8 @@ var Validate = &engine.ActionSpec{
 		{Name: "owner", Kind: engine.AttrString, Default: `"username"`,
 			Doc: "Field naming who a unique value belongs to; the same owner may send it again."},
 	},
-	New: newValidate,
+	Idempotent: true,
+	New:        newValidate,
 }
 
 type validate struct {

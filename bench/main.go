@@ -65,6 +65,7 @@ var (
 	prefetch = flag.Int("prefetch", 64, "prefetch of the forwarder and of regflow's pipelines")
 	out      = flag.String("o", "bench/results.json", "where to write the results")
 	bin      = flag.String("regflow", "", "regflow binary (default: build one)")
+	profiles = flag.String("profiles", "", "write CPU profiles of regflow's runs into this directory")
 )
 
 func envOr(k, def string) string {
@@ -288,6 +289,9 @@ func startRegflow(dir string, env []string, paths ...string) (*regflowProc, erro
 	p := &regflowProc{health: freeAddr(), stopSampling: make(chan struct{})}
 	args := append([]string{"run"}, paths...)
 	args = append(args, "--health-addr", p.health, "--log-level", "warn")
+	if *profiles != "" {
+		args = append(args, "--pprof")
+	}
 	p.cmd = exec.Command(*bin, args...)
 	p.cmd.Dir = dir
 	p.cmd.Env = append(os.Environ(), env...)
@@ -328,6 +332,31 @@ func (p *regflowProc) rssKB(field string) int64 {
 		}
 	}
 	return 0
+}
+
+// profile records a CPU profile of regflow until the returned function is
+// called, when -profiles names a directory.
+func (p *regflowProc) profile(name string) func() {
+	if *profiles == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get("http://" + p.health + "/debug/pprof/profile?seconds=8")
+		if err != nil {
+			return
+		}
+		defer resp.Body.Close()
+		os.MkdirAll(*profiles, 0o755)
+		f, err := os.Create(filepath.Join(*profiles, name+".pprof"))
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		f.ReadFrom(resp.Body)
+	}()
+	return func() { <-done }
 }
 
 func (p *regflowProc) stop() {
@@ -378,7 +407,9 @@ pipeline "bench_pass" {
 	}
 	defer p.stop()
 	ready := time.Since(start)
+	stopProfile := p.profile("passthrough")
 	done, err := waitDepth(conn, "bench.pass.out", n, 3*time.Minute)
+	stopProfile()
 	if err != nil {
 		return err
 	}
@@ -423,6 +454,7 @@ func workflow(conn *amqp.Connection, tmp string, r *Results) error {
 
 	// Throughput: every registration at once.
 	n := *regs
+	stopProfile := p.profile("workflow")
 	start := time.Now()
 	if err := fill(conn, exchange, n, func(i int) string { return fmt.Sprintf("request.u%05d", i) },
 		func(i int) []byte { return registration(fmt.Sprintf("u%05d", i)) }); err != nil {
@@ -438,9 +470,12 @@ func workflow(conn *amqp.Connection, tmp string, r *Results) error {
 		return err
 	}
 	r.NotifyRegsPS = float64(n) / notified.Sub(start).Seconds()
+	stopProfile()
 	ch.QueuePurge(id+".bench.completed", false)
 
 	// Latency at a light, steady load.
+	stopProfile = p.profile("light")
+	defer stopProfile()
 	lat, err := latencies(conn, exchange, id+".bench.completed", *light, *rate)
 	if err != nil {
 		return err

@@ -54,6 +54,12 @@ type ActionSpec struct {
 	// "uid and gid (integer)".
 	AddsDoc string
 
+	// Idempotent says that running the action again for the same message
+	// does nothing new and sets the same fields (allocate_uid gives the
+	// same ids, git_commit finds the file committed). Its results are not
+	// journaled per message: a redelivery runs it again instead.
+	Idempotent bool
+
 	// New builds the action from its decoded attributes. Problems found
 	// here are reported as diagnostics against c's ranges.
 	New func(c *StepConfig) (Action, error)

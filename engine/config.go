@@ -133,6 +133,8 @@ type Step struct {
 	Impl    Action
 	Config  *StepConfig
 	Range   hcl.Range
+
+	idempotent bool // the action's spec says running it again changes nothing
 }
 
 // Retry says how often and how patiently a step retries a transient error.

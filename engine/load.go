@@ -833,6 +833,7 @@ func (l *loader) decodeStep(dec *decoder, p *Pipeline, blk *hclsyntax.Block, spe
 		return nil
 	}
 	s.Impl = act
+	s.idempotent = spec.Idempotent
 	return s
 }
 

@@ -67,7 +67,7 @@ func (s *Store) OpenRegistration(ctx context.Context, r *Registration) (bool, er
 		return false, Permanent(fmt.Errorf("encode registration: %w", err))
 	}
 	var opened bool
-	err = s.write(ctx, func(tx *sql.Tx) error {
+	err = s.write(ctx, func(tx *wtx) error {
 		res, err := tx.Exec(`
 INSERT INTO registrations (tracker, id, state, start_message, opened_at, deadline_at, updated_at,
 	waiting_for, msg)
@@ -98,7 +98,7 @@ WHERE registrations.state != 'open' AND registrations.start_message != excluded.
 // replay); no when it timed out or another answer closed it. state is
 // the registration's state before the call, "" when it is not tracked.
 func (s *Store) CloseRegistration(ctx context.Context, tracker, id, by string) (state string, ok bool, err error) {
-	err = s.write(ctx, func(tx *sql.Tx) error {
+	err = s.write(ctx, func(tx *wtx) error {
 		var closedBy string
 		err := tx.QueryRow(`SELECT state, closed_by FROM registrations WHERE tracker = ? AND id = ?`,
 			tracker, id).Scan(&state, &closedBy)
@@ -125,7 +125,7 @@ func (s *Store) CloseRegistration(ctx context.Context, tracker, id, by string) (
 // timed out, if it is still open. Of several processes racing, one wins.
 func (s *Store) TimeOutRegistration(ctx context.Context, tracker, id, startMessage string) (bool, error) {
 	var won bool
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *wtx) error {
 		now := formatTime(time.Now())
 		res, err := tx.Exec(`UPDATE registrations SET state = 'timed_out', closed_at = ?,
 			updated_at = ? WHERE tracker = ? AND id = ? AND start_message = ? AND state = 'open'`,
@@ -162,7 +162,7 @@ func (s *Store) NoteWaiting(ctx context.Context, tracker, id, waitingFor string)
 // AddRegistrationStep records a step that ran for a registration, and its
 // error as the registration's last one.
 func (s *Store) AddRegistrationStep(ctx context.Context, tracker, id string, st RegistrationStep) error {
-	return s.write(ctx, func(tx *sql.Tx) error {
+	return s.write(ctx, func(tx *wtx) error {
 		var n int
 		if err := tx.QueryRow(`SELECT count(*) FROM registrations WHERE tracker = ? AND id = ?`,
 			tracker, id).Scan(&n); err != nil || n == 0 {
@@ -212,7 +212,7 @@ func (s *Store) Registrations(ctx context.Context, id string) ([]Registration, e
 		q += ` WHERE id = ?`
 		args = append(args, id)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY opened_at DESC`, args...)
+	rows, err := s.read(ctx, q+` ORDER BY opened_at DESC`, args...)
 	if err != nil {
 		return nil, storeErr("read registrations", err)
 	}
@@ -221,7 +221,7 @@ func (s *Store) Registrations(ctx context.Context, id string) ([]Registration, e
 
 // Registration returns one registration, or nil.
 func (s *Store) Registration(ctx context.Context, tracker, id string) (*Registration, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+registrationColumns+` FROM registrations
+	rows, err := s.read(ctx, `SELECT `+registrationColumns+` FROM registrations
 		WHERE tracker = ? AND id = ?`, tracker, id)
 	if err != nil {
 		return nil, storeErr("read registration", err)
@@ -236,7 +236,7 @@ func (s *Store) Registration(ctx context.Context, tracker, id string) (*Registra
 // PendingRegistrations returns the registrations a deadline watcher must
 // look after: open ones, and timed-out ones whose answer did not go out.
 func (s *Store) PendingRegistrations(ctx context.Context) ([]Registration, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+registrationColumns+` FROM registrations
+	rows, err := s.read(ctx, `SELECT `+registrationColumns+` FROM registrations
 		WHERE state = 'open' OR (state = 'timed_out' AND answered = 0)`)
 	if err != nil {
 		return nil, storeErr("read registrations", err)
@@ -246,7 +246,7 @@ func (s *Store) PendingRegistrations(ctx context.Context) ([]Registration, error
 
 // RegistrationSteps returns the steps recorded for a registration, in order.
 func (s *Store) RegistrationSteps(ctx context.Context, tracker, id string) ([]RegistrationStep, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT at, pipeline, step, status, attempts, note, error
+	rows, err := s.read(ctx, `SELECT at, pipeline, step, status, attempts, note, error
 		FROM registration_steps WHERE tracker = ? AND id = ? ORDER BY at`, tracker, id)
 	if err != nil {
 		return nil, storeErr("read registration steps", err)

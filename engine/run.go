@@ -127,6 +127,11 @@ func (r *Runner) Handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 	res.Msg = msg
 	f := &frame{p: p, id: id, key: d.RoutingKey, corr: d.Correlation, msg: msg,
 		budget: time.Now().Add(r.Config.Broker.ConsumerTimeout * 9 / 10)}
+	if r.Svc.Store != nil {
+		if f.journal, err = r.Svc.Store.JournalScope(ctx, p.Name+"/"+id); err != nil {
+			return res, err
+		}
+	}
 
 	// A pipeline that does not want the message does not judge it: the
 	// notify pipeline skips a failed registration's answer, however wrong
@@ -197,6 +202,10 @@ type frame struct {
 	// budget is when the delivery must be finished to be acknowledged
 	// before the broker's consumer_timeout; retries stop before it.
 	budget time.Time
+
+	// journal holds what an earlier delivery of the message recorded,
+	// read once; nil when it was not read.
+	journal map[string]*JournalEntry
 }
 
 // runFailure runs the on_failure steps. Each runs even when an earlier
@@ -269,7 +278,13 @@ func (r *Runner) step(ctx context.Context, f *frame, s *Step) (StepResult, error
 
 	store := r.Svc.Store
 	if store != nil {
-		je, err := store.JournalGet(ctx, scope, s.Name)
+		var je *JournalEntry
+		var err error
+		if s.Once != nil || f.journal == nil {
+			je, err = store.JournalGet(ctx, scope, s.Name)
+		} else {
+			je = f.journal[s.Name]
+		}
 		if err != nil {
 			return sr, err
 		}
@@ -323,8 +338,13 @@ func (r *Runner) step(ctx context.Context, f *frame, s *Step) (StepResult, error
 	}
 	// A failure is journaled per message, so that a redelivery does not
 	// repeat a failed side effect; never under a once key, so that a later
-	// message may try again.
-	if store != nil && (err == nil || s.Once == nil) {
+	// message may try again. An idempotent action is not journaled under
+	// the message: running it again does nothing new.
+	journal := err == nil || s.Once == nil
+	if s.idempotent && s.Once == nil {
+		journal = false
+	}
+	if store != nil && journal {
 		if jerr := store.JournalPut(ctx, scope, s.Name, entry); jerr != nil {
 			return sr, jerr
 		}

@@ -37,11 +37,14 @@ type Store struct {
 
 	mu     sync.RWMutex // held to send on writes; Close takes it to close writes
 	closed bool         // guarded by mu
+
+	wstmts sync.Map // prepared statements of the writer, by query
+	rstmts sync.Map // prepared statements of the readers, by query
 }
 
 // exec runs one statement as a write.
 func (s *Store) exec(ctx context.Context, op, query string, args ...any) error {
-	return s.write(ctx, func(tx *sql.Tx) error {
+	return s.write(ctx, func(tx *wtx) error {
 		_, err := tx.Exec(query, args...)
 		return storeErr(op, err)
 	})
@@ -49,8 +52,67 @@ func (s *Store) exec(ctx context.Context, op, query string, args ...any) error {
 
 // writeOp is one write waiting for the writer.
 type writeOp struct {
-	fn  func(tx *sql.Tx) error
+	fn  func(tx *wtx) error
 	err chan error
+}
+
+// wtx is the writer's transaction. Its statements are prepared once and
+// kept: parsing SQL would otherwise cost more than running it.
+type wtx struct {
+	tx *sql.Tx
+	s  *Store
+}
+
+// Exec runs a statement in the transaction.
+func (w *wtx) Exec(q string, args ...any) (sql.Result, error) {
+	st, err := w.s.stmt(w.s.w, &w.s.wstmts, q)
+	if err != nil {
+		return nil, err
+	}
+	return w.tx.Stmt(st).Exec(args...)
+}
+
+// QueryRow runs a query in the transaction.
+func (w *wtx) QueryRow(q string, args ...any) *sql.Row {
+	st, err := w.s.stmt(w.s.w, &w.s.wstmts, q)
+	if err != nil {
+		return w.tx.QueryRow(q, args...) // reports the same error
+	}
+	return w.tx.Stmt(st).QueryRow(args...)
+}
+
+// stmt returns the statement for q prepared on db, preparing it once.
+func (s *Store) stmt(db *sql.DB, cache *sync.Map, q string) (*sql.Stmt, error) {
+	if st, ok := cache.Load(q); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := db.Prepare(q)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := cache.LoadOrStore(q, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// readRow runs a query on a reader connection.
+func (s *Store) readRow(ctx context.Context, q string, args ...any) *sql.Row {
+	st, err := s.stmt(s.db, &s.rstmts, q)
+	if err != nil {
+		return s.db.QueryRowContext(ctx, q, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// read runs a query on a reader connection.
+func (s *Store) read(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	st, err := s.stmt(s.db, &s.rstmts, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
 }
 
 // maxBatch bounds how many writes share one transaction.
@@ -135,7 +197,10 @@ func OpenStore(path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	w.SetMaxOpenConns(1)
+	// One connection writes; the second only prepares statements, which
+	// cannot wait for the first while a transaction holds it.
+	w.SetMaxOpenConns(2)
+	w.SetMaxIdleConns(2)
 	w.SetConnMaxIdleTime(0)
 	if _, err := w.Exec(storeSchema); err != nil {
 		w.Close()
@@ -146,6 +211,8 @@ func OpenStore(path string) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
+	db.SetMaxOpenConns(8)
+	db.SetMaxIdleConns(8)
 	s := &Store{db: db, w: w, path: path, writes: make(chan *writeOp, maxBatch), done: make(chan struct{})}
 	go s.writer()
 	return s, nil
@@ -163,13 +230,16 @@ func (s *Store) Close() error {
 	close(s.writes)
 	s.mu.Unlock()
 	<-s.done
+	for _, cache := range []*sync.Map{&s.wstmts, &s.rstmts} {
+		cache.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
+	}
 	s.db.Close()
 	return s.w.Close()
 }
 
 // write runs fn in a write transaction, shared with other writes queued
 // at the same time, and returns once it is committed.
-func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (s *Store) write(ctx context.Context, fn func(tx *wtx) error) error {
 	op := &writeOp{fn: fn, err: make(chan error, 1)}
 	s.mu.RLock()
 	if s.closed {
@@ -212,15 +282,16 @@ func (s *Store) commit(batch []*writeOp) {
 		}
 		return
 	}
+	w := &wtx{tx: tx, s: s}
 	for i, op := range batch {
-		if _, err := tx.Exec(`SAVEPOINT op`); err != nil {
+		if _, err := w.Exec(`SAVEPOINT op`); err != nil {
 			errs[i] = storeErr("savepoint", err)
 			continue
 		}
-		if errs[i] = op.fn(tx); errs[i] != nil {
-			tx.Exec(`ROLLBACK TO op`)
+		if errs[i] = op.fn(w); errs[i] != nil {
+			w.Exec(`ROLLBACK TO op`)
 		}
-		tx.Exec(`RELEASE op`)
+		w.Exec(`RELEASE op`)
 	}
 	if err := tx.Commit(); err != nil {
 		for i := range errs {
@@ -275,7 +346,7 @@ var ErrRangeExhausted = errors.New("exhausted")
 // reserved by this call. The UNIQUE constraints on uid and gid make a
 // duplicate impossible even if two processes race.
 func (s *Store) AllocateIDs(ctx context.Context, username string, uids IDRange, gids *IDRange) (uid, gid int64, fresh bool, err error) {
-	err = s.write(ctx, func(tx *sql.Tx) error {
+	err = s.write(ctx, func(tx *wtx) error {
 		err := tx.QueryRow(`SELECT uid, gid FROM ids WHERE username = ?`, username).Scan(&uid, &gid)
 		if err == nil {
 			return nil
@@ -311,22 +382,25 @@ func (s *Store) AllocateIDs(ctx context.Context, username string, uids IDRange, 
 // lowestFree finds the lowest id in r used neither as a uid (when byUID)
 // nor as a gid (when byGID). The lowest free id is either r.Lo or one more
 // than an id in use, so only those candidates are tried.
-func lowestFree(tx *sql.Tx, r IDRange, byUID, byGID bool) (int64, error) {
-	var used []string
+func lowestFree(tx *wtx, r IDRange, byUID, byGID bool) (int64, error) {
+	// Every test of a candidate is an index lookup on the UNIQUE uid and
+	// gid columns, so an allocation costs O(n log n), not O(n²).
+	var cands, free []string
+	args := []any{r.Lo}
 	if byUID {
-		used = append(used, `SELECT uid AS id FROM ids`)
+		cands = append(cands, `SELECT uid + 1 FROM ids WHERE uid >= ? AND uid < ?`)
+		free = append(free, `NOT EXISTS (SELECT 1 FROM ids WHERE uid = c)`)
+		args = append(args, r.Lo, r.Hi)
 	}
 	if byGID {
-		used = append(used, `SELECT gid AS id FROM ids`)
+		cands = append(cands, `SELECT gid + 1 FROM ids WHERE gid >= ? AND gid < ?`)
+		free = append(free, `NOT EXISTS (SELECT 1 FROM ids WHERE gid = c)`)
+		args = append(args, r.Lo, r.Hi)
 	}
-	u := strings.Join(used, " UNION ")
-	q := `WITH used(id) AS (` + u + `)
-SELECT MIN(c) FROM (
-	SELECT ? AS c
-	UNION SELECT id + 1 FROM used WHERE id >= ? AND id < ?
-) WHERE c NOT IN (SELECT id FROM used)`
+	q := `SELECT MIN(c) FROM (SELECT ? AS c UNION ALL ` + strings.Join(cands, " UNION ALL ") + `) WHERE ` +
+		strings.Join(free, " AND ")
 	var id sql.NullInt64
-	if err := tx.QueryRow(q, r.Lo, r.Lo, r.Hi).Scan(&id); err != nil {
+	if err := tx.QueryRow(q, args...).Scan(&id); err != nil {
 		return 0, storeErr("find free id", err)
 	}
 	if !id.Valid || id.Int64 > r.Hi {
@@ -341,7 +415,7 @@ SELECT MIN(c) FROM (
 
 // LookupIDs returns the ids reserved for username, if any.
 func (s *Store) LookupIDs(ctx context.Context, username string) (uid, gid int64, ok bool, err error) {
-	err = s.db.QueryRowContext(ctx, `SELECT uid, gid FROM ids WHERE username = ?`, username).Scan(&uid, &gid)
+	err = s.readRow(ctx, `SELECT uid, gid FROM ids WHERE username = ?`, username).Scan(&uid, &gid)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, 0, false, nil
 	}
@@ -365,7 +439,7 @@ type Claim struct {
 // unless everything is.
 func (s *Store) ClaimUnique(ctx context.Context, owner string, claims []Claim) (*Claim, error) {
 	var conflict *Claim
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *wtx) error {
 		for i, c := range claims {
 			var holder string
 			err := tx.QueryRow(`SELECT owner FROM claims WHERE field = ? AND value = ?`, c.Field, c.Value).Scan(&holder)
@@ -408,7 +482,7 @@ func (s *Store) AddEvent(ctx context.Context, e *Event) error {
 	if err != nil {
 		return Permanent(fmt.Errorf("encode event: %w", err))
 	}
-	return s.write(ctx, func(tx *sql.Tx) error {
+	return s.write(ctx, func(tx *wtx) error {
 		_, err := tx.Exec(`INSERT INTO events (time, pipeline, routing_key, message_id, body) VALUES (?, ?, ?, ?, ?)`,
 			e.Time.UTC().Format(time.RFC3339Nano), e.Pipeline, e.RoutingKey, e.MessageID, string(body))
 		return storeErr("record event", err)
@@ -435,7 +509,7 @@ type JournalEntry struct {
 func (s *Store) JournalGet(ctx context.Context, scope, step string) (*JournalEntry, error) {
 	var e JournalEntry
 	var added string
-	err := s.db.QueryRowContext(ctx,
+	err := s.readRow(ctx,
 		`SELECT status, added, error, note, attempts FROM journal WHERE scope = ? AND step = ?`,
 		scope, step).Scan(&e.Status, &added, &e.Error, &e.Note, &e.Attempts)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -450,6 +524,29 @@ func (s *Store) JournalGet(ctx context.Context, scope, step string) (*JournalEnt
 	return &e, nil
 }
 
+// JournalScope returns every step recorded within scope, by step name:
+// one query for a whole delivery instead of one per step.
+func (s *Store) JournalScope(ctx context.Context, scope string) (map[string]*JournalEntry, error) {
+	rows, err := s.read(ctx, `SELECT step, status, added, error, note, attempts FROM journal WHERE scope = ?`, scope)
+	if err != nil {
+		return nil, storeErr("read journal", err)
+	}
+	defer rows.Close()
+	out := map[string]*JournalEntry{}
+	for rows.Next() {
+		var step, added string
+		e := &JournalEntry{}
+		if err := rows.Scan(&step, &e.Status, &added, &e.Error, &e.Note, &e.Attempts); err != nil {
+			return nil, storeErr("read journal", err)
+		}
+		if err := decodeObject([]byte(added), &e.Added); err != nil {
+			return nil, Unavailable(fmt.Errorf("read journal: %w", err))
+		}
+		out[step] = e
+	}
+	return out, storeErr("read journal", rows.Err())
+}
+
 // JournalPut records the result of step within scope, replacing any
 // earlier record.
 func (s *Store) JournalPut(ctx context.Context, scope, step string, e *JournalEntry) error {
@@ -460,7 +557,7 @@ func (s *Store) JournalPut(ctx context.Context, scope, step string, e *JournalEn
 	if e.Added == nil {
 		added = []byte("{}")
 	}
-	return s.write(ctx, func(tx *sql.Tx) error {
+	return s.write(ctx, func(tx *wtx) error {
 		_, err := tx.Exec(`
 INSERT INTO journal (scope, step, status, added, error, note, attempts, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -475,7 +572,7 @@ ON CONFLICT (scope, step) DO UPDATE SET status = excluded.status, added = exclud
 // JournalForgetFailed removes the failed steps recorded within scope, so
 // that a replayed message runs them again.
 func (s *Store) JournalForgetFailed(ctx context.Context, scope string) error {
-	return s.write(ctx, func(tx *sql.Tx) error {
+	return s.write(ctx, func(tx *wtx) error {
 		_, err := tx.Exec(`DELETE FROM journal WHERE scope = ? AND status = ?`, scope, StatusFailed)
 		return storeErr("forget failed steps", err)
 	})

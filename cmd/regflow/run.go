@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -23,6 +24,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	format := fs.String("log-format", "text", "text or json")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "how long a shutdown waits for messages in flight")
 	health := fs.String("health-addr", "", "serve /healthz and /readyz on this address, e.g. 127.0.0.1:8086")
+	profile := fs.Bool("pprof", false, "also serve Go's profiles under /debug/pprof/ on the health address")
 	paths, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -50,7 +52,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if *health != "" {
-		if err := serveHealth(ctx, *health, e); err != nil {
+		if err := serveHealth(ctx, *health, e, *profile); err != nil {
 			return err
 		}
 	}
@@ -85,7 +87,7 @@ func openServices(cfg *engine.Config, log *slog.Logger) (*engine.Services, error
 
 // serveHealth answers /healthz while the process runs and /readyz while
 // the engine is connected and consuming.
-func serveHealth(ctx context.Context, addr string, e *engine.Engine) error {
+func serveHealth(ctx context.Context, addr string, e *engine.Engine, profile bool) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("health: %w", err)
@@ -101,6 +103,11 @@ func serveHealth(ctx context.Context, addr string, e *engine.Engine) error {
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	if profile {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()

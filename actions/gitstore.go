@@ -1,0 +1,355 @@
+package actions
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/go-git/go-billy/v5/osfs"
+	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/storage/filesystem"
+
+	"regflow/engine"
+)
+
+// gitStore writes commits into a repository in-process with go-git: a
+// blob per record, the trees on the records' paths, a commit, and the
+// branch moved with compare-and-swap. A forked git costs tens of
+// milliseconds on a repository of a few thousand users, for reading and
+// writing the whole index and tree; this touches only what changed. The
+// trees at the branch's head stay cached between commits. A checkout's
+// index is updated too, under git's own index.lock, so that git status
+// stays clean and a person's next commit does not undo regflow's.
+type gitStore struct {
+	dir  string
+	bare bool
+	repo *git.Repository
+
+	head  plumbing.Hash           // the commit the cached trees belong to
+	trees map[string]*object.Tree // by directory, "" the root; nil when unknown
+}
+
+func openGitStore(dir string) (*gitStore, error) {
+	fs := osfs.New(dir)
+	dotgit, bare := fs, true
+	if st, err := os.Stat(filepath.Join(dir, ".git")); err == nil && st.IsDir() {
+		dotgit, _ = fs.Chroot(".git")
+		bare = false
+	}
+	storage := filesystem.NewStorage(dotgit, cache.NewObjectLRU(4*cache.MiByte))
+	var repo *git.Repository
+	var err error
+	if bare {
+		repo, err = git.Open(storage, nil)
+	} else {
+		repo, err = git.Open(storage, fs)
+	}
+	if err != nil {
+		return nil, engine.Permanent(fmt.Errorf("open repository %s: %w", dir, err))
+	}
+	return &gitStore{dir: dir, bare: bare, repo: repo}, nil
+}
+
+// treeKey orders tree entries as git does: a directory as if its name
+// ended in a slash.
+func treeKey(e object.TreeEntry) string {
+	if e.Mode == filemode.Dir {
+		return e.Name + "/"
+	}
+	return e.Name
+}
+
+// tree returns the tree of directory dir at the cached head, loading it
+// on first use; a directory that does not exist yet is an empty tree.
+func (g *gitStore) tree(dir string) (*object.Tree, error) {
+	if t, ok := g.trees[dir]; ok {
+		return t, nil
+	}
+	t := &object.Tree{}
+	if dir != "" {
+		parent, err := g.tree(path.Dir(strings.TrimSuffix("/"+dir, "/"))[1:])
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range parent.Entries {
+			if e.Name == path.Base(dir) && e.Mode == filemode.Dir {
+				if t, err = object.GetTree(g.repo.Storer, e.Hash); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	g.trees[dir] = t
+	return t, nil
+}
+
+// load points the cache at the branch's current commit.
+func (g *gitStore) load(branch plumbing.ReferenceName) (*plumbing.Reference, error) {
+	ref, err := g.repo.Storer.Reference(branch)
+	if errors.Is(err, plumbing.ErrReferenceNotFound) {
+		ref, err = nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var head plumbing.Hash
+	if ref != nil {
+		head = ref.Hash()
+	}
+	if g.trees != nil && head == g.head {
+		return ref, nil
+	}
+	g.head, g.trees = head, map[string]*object.Tree{}
+	if ref != nil {
+		c, err := g.repo.CommitObject(head)
+		if err != nil {
+			return nil, err
+		}
+		root, err := c.Tree()
+		if err != nil {
+			return nil, err
+		}
+		g.trees[""] = root
+	}
+	return ref, nil
+}
+
+// entryHash returns the blob at rel in the cached head, or zero.
+func (g *gitStore) entryHash(rel string) (plumbing.Hash, error) {
+	dir, name := path.Split(rel)
+	t, err := g.tree(strings.TrimSuffix(dir, "/"))
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	for _, e := range t.Entries {
+		if e.Name == name && e.Mode != filemode.Dir {
+			return e.Hash, nil
+		}
+	}
+	return plumbing.ZeroHash, nil
+}
+
+// commit commits the records on branch with message (built from the
+// records that changed) and returns the new commit's hash, or "" when
+// every record was committed already, and which paths changed.
+func (g *gitStore) commit(recs []record, branch string, sig object.Signature,
+	message func(changed []record) string) (string, map[string]bool, error) {
+	ref := plumbing.NewBranchReferenceName(branch)
+	for try := 0; ; try++ {
+		head, err := g.load(ref)
+		if err != nil {
+			return "", nil, engine.Permanent(fmt.Errorf("read %s: %w", branch, err))
+		}
+		hash, changed, err := g.tryCommit(recs, head, ref, sig, message)
+		if errors.Is(err, errMoved) && try < 3 {
+			g.trees = nil // someone else committed: start from their commit
+			continue
+		}
+		return hash, changed, err
+	}
+}
+
+var errMoved = errors.New("the branch moved")
+
+func (g *gitStore) tryCommit(recs []record, head *plumbing.Reference, ref plumbing.ReferenceName,
+	sig object.Signature, message func([]record) string) (string, map[string]bool, error) {
+	// The last record for a path wins, as it would on disk.
+	last := map[string]int{}
+	for i, r := range recs {
+		last[r.rel] = i
+	}
+	var todo []record
+	blobs := map[string]plumbing.Hash{}
+	changed := map[string]bool{}
+	for i, r := range recs {
+		if last[r.rel] != i {
+			continue
+		}
+		h := plumbing.ComputeHash(plumbing.BlobObject, r.content)
+		old, err := g.entryHash(r.rel)
+		if err != nil {
+			return "", nil, engine.Permanent(fmt.Errorf("read tree: %w", err))
+		}
+		if old == h {
+			continue
+		}
+		blobs[r.rel], changed[r.rel] = h, true
+		todo = append(todo, r)
+	}
+	if len(todo) == 0 {
+		return "", changed, nil
+	}
+
+	st := g.repo.Storer
+	for _, r := range todo {
+		obj := st.NewEncodedObject()
+		obj.SetType(plumbing.BlobObject)
+		w, _ := obj.Writer()
+		w.Write(r.content)
+		w.Close()
+		if _, err := st.SetEncodedObject(obj); err != nil {
+			return "", nil, engine.Transient(fmt.Errorf("write blob: %w", err))
+		}
+	}
+	// New trees, copied from the cached ones, deepest directories first.
+	trees := map[string]*object.Tree{}
+	dirty := func(dir string) (*object.Tree, error) {
+		if t, ok := trees[dir]; ok {
+			return t, nil
+		}
+		old, err := g.tree(dir)
+		if err != nil {
+			return nil, err
+		}
+		t := &object.Tree{Entries: append([]object.TreeEntry(nil), old.Entries...)}
+		trees[dir] = t
+		return t, nil
+	}
+	set := func(t *object.Tree, e object.TreeEntry) {
+		for i := range t.Entries {
+			if t.Entries[i].Name == e.Name {
+				t.Entries[i] = e
+				return
+			}
+		}
+		t.Entries = append(t.Entries, e)
+	}
+	for _, r := range todo {
+		dir, name := path.Split(r.rel)
+		dir = strings.TrimSuffix(dir, "/")
+		t, err := dirty(dir)
+		if err != nil {
+			return "", nil, engine.Permanent(fmt.Errorf("read tree: %w", err))
+		}
+		set(t, object.TreeEntry{Name: name, Mode: filemode.Regular, Hash: blobs[r.rel]})
+		for dir != "" { // every directory above changes too
+			parent := path.Dir("/" + dir)[1:]
+			if _, err := dirty(parent); err != nil {
+				return "", nil, engine.Permanent(fmt.Errorf("read tree: %w", err))
+			}
+			dir = parent
+		}
+	}
+	dirs := make([]string, 0, len(trees))
+	for d := range trees {
+		dirs = append(dirs, d)
+	}
+	sort.Slice(dirs, func(i, j int) bool {
+		return strings.Count(dirs[i], "/") > strings.Count(dirs[j], "/") ||
+			strings.Count(dirs[i], "/") == strings.Count(dirs[j], "/") && len(dirs[i]) > len(dirs[j])
+	})
+	var root plumbing.Hash
+	for _, d := range dirs {
+		t := trees[d]
+		sort.Slice(t.Entries, func(i, j int) bool { return treeKey(t.Entries[i]) < treeKey(t.Entries[j]) })
+		h, err := writeObject(g, t, plumbing.TreeObject)
+		if err != nil {
+			return "", nil, err
+		}
+		t.Hash = h
+		if d == "" {
+			root = h
+			continue
+		}
+		set(trees[path.Dir("/" + d)[1:]], object.TreeEntry{Name: path.Base(d), Mode: filemode.Dir, Hash: h})
+	}
+
+	c := &object.Commit{Author: sig, Committer: sig, Message: message(todo), TreeHash: root}
+	if head != nil {
+		c.ParentHashes = []plumbing.Hash{head.Hash()}
+	}
+	ch, err := writeObject(g, c, plumbing.CommitObject)
+	if err != nil {
+		return "", nil, err
+	}
+	newRef := plumbing.NewHashReference(ref, ch)
+	if err := st.CheckAndSetReference(newRef, head); err != nil {
+		if head != nil {
+			if cur, rerr := st.Reference(ref); rerr == nil && cur.Hash() != head.Hash() {
+				return "", nil, errMoved
+			}
+		}
+		return "", nil, engine.Transient(fmt.Errorf("update %s: %w", ref.Short(), err))
+	}
+	if head == nil {
+		// A new repository's HEAD may name another branch: point it here.
+		if err := st.SetReference(plumbing.NewSymbolicReference(plumbing.HEAD, ref)); err != nil {
+			return "", nil, engine.Transient(err)
+		}
+	}
+	// The cache now describes the new commit.
+	g.head = ch
+	for d, t := range trees {
+		g.trees[d] = t
+	}
+	if !g.bare {
+		if err := g.updateIndex(todo, blobs); err != nil {
+			return ch.String()[:7], changed, err
+		}
+	}
+	return ch.String()[:7], changed, nil
+}
+
+func writeObject(g *gitStore, o interface {
+	Encode(plumbing.EncodedObject) error
+}, t plumbing.ObjectType) (plumbing.Hash, error) {
+	obj := g.repo.Storer.NewEncodedObject()
+	obj.SetType(t)
+	if err := o.Encode(obj); err != nil {
+		return plumbing.ZeroHash, engine.Permanent(fmt.Errorf("encode %s: %w", t, err))
+	}
+	h, err := g.repo.Storer.SetEncodedObject(obj)
+	if err != nil {
+		return plumbing.ZeroHash, engine.Transient(fmt.Errorf("write %s: %w", t, err))
+	}
+	return h, nil
+}
+
+// updateIndex records the committed files in the checkout's index, as
+// git add would, holding index.lock as git does.
+func (g *gitStore) updateIndex(recs []record, blobs map[string]plumbing.Hash) error {
+	lock := filepath.Join(g.dir, ".git", "index.lock")
+	f, err := os.OpenFile(lock, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		if os.IsExist(err) {
+			return engine.Transient(errors.New("update index: the repository is locked by another git process"))
+		}
+		return engine.Transient(fmt.Errorf("update index: %w", err))
+	}
+	f.Close()
+	defer os.Remove(lock)
+	idx, err := g.repo.Storer.Index()
+	if err != nil {
+		return engine.Transient(fmt.Errorf("read index: %w", err))
+	}
+	for _, r := range recs {
+		fi, err := os.Stat(filepath.Join(g.dir, r.rel))
+		if err != nil {
+			return engine.Transient(fmt.Errorf("stat %s: %w", r.rel, err))
+		}
+		e, err := idx.Entry(r.rel)
+		if err != nil {
+			e = idx.Add(r.rel)
+		}
+		e.Hash, e.Mode, e.Size = blobs[r.rel], filemode.Regular, uint32(fi.Size())
+		e.ModifiedAt, e.CreatedAt = fi.ModTime(), fi.ModTime()
+		if sys, ok := statOf(fi); ok {
+			e.Dev, e.Inode, e.UID, e.GID = sys.dev, sys.ino, sys.uid, sys.gid
+			e.CreatedAt = sys.ctime
+		}
+	}
+	sort.Slice(idx.Entries, func(i, j int) bool { return idx.Entries[i].Name < idx.Entries[j].Name })
+	idx.Cache = nil // the tree cache extension no longer matches
+	if err := g.repo.Storer.SetIndex(idx); err != nil {
+		return engine.Transient(fmt.Errorf("write index: %w", err))
+	}
+	return nil
+}
