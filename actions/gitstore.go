@@ -1,19 +1,23 @@
 package actions
 
 import (
+	"compress/zlib"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/go-git/go-billy/v5/osfs"
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/format/index"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 
@@ -29,20 +33,25 @@ import (
 // index is updated too, under git's own index.lock, so that git status
 // stays clean and a person's next commit does not undo regflow's.
 type gitStore struct {
-	dir  string
-	bare bool
-	repo *git.Repository
+	dir    string
+	gitDir string // dir itself when bare, else dir/.git
+	bare   bool
+	repo   *git.Repository
 
 	head  plumbing.Hash           // the commit the cached trees belong to
 	trees map[string]*object.Tree // by directory, "" the root; nil when unknown
+
+	index     *index.Index // the checkout's index as last written; nil when unknown
+	indexSize int64        // size and modification time of the index file then,
+	indexTime time.Time    // to notice a change made by anyone else
 }
 
 func openGitStore(dir string) (*gitStore, error) {
 	fs := osfs.New(dir)
-	dotgit, bare := fs, true
+	dotgit, bare, gitDir := fs, true, dir
 	if st, err := os.Stat(filepath.Join(dir, ".git")); err == nil && st.IsDir() {
 		dotgit, _ = fs.Chroot(".git")
-		bare = false
+		bare, gitDir = false, filepath.Join(dir, ".git")
 	}
 	storage := filesystem.NewStorage(dotgit, cache.NewObjectLRU(4*cache.MiByte))
 	var repo *git.Repository
@@ -55,7 +64,7 @@ func openGitStore(dir string) (*gitStore, error) {
 	if err != nil {
 		return nil, engine.Permanent(fmt.Errorf("open repository %s: %w", dir, err))
 	}
-	return &gitStore{dir: dir, bare: bare, repo: repo}, nil
+	return &gitStore{dir: dir, gitDir: gitDir, bare: bare, repo: repo}, nil
 }
 
 // treeKey orders tree entries as git does: a directory as if its name
@@ -166,14 +175,16 @@ func (g *gitStore) tryCommit(recs []record, head *plumbing.Reference, ref plumbi
 	for i, r := range recs {
 		last[r.rel] = i
 	}
-	var todo []record
+	var todo, latest []record
 	blobs := map[string]plumbing.Hash{}
 	changed := map[string]bool{}
 	for i, r := range recs {
 		if last[r.rel] != i {
 			continue
 		}
+		latest = append(latest, r)
 		h := plumbing.ComputeHash(plumbing.BlobObject, r.content)
+		blobs[r.rel] = h
 		old, err := g.entryHash(r.rel)
 		if err != nil {
 			return "", nil, engine.Permanent(fmt.Errorf("read tree: %w", err))
@@ -181,22 +192,23 @@ func (g *gitStore) tryCommit(recs []record, head *plumbing.Reference, ref plumbi
 		if old == h {
 			continue
 		}
-		blobs[r.rel], changed[r.rel] = h, true
+		changed[r.rel] = true
 		todo = append(todo, r)
 	}
 	if len(todo) == 0 {
+		// Committed already; the index may still lag after a failure.
+		if !g.bare {
+			if err := g.updateIndex(latest, blobs); err != nil {
+				return "", changed, err
+			}
+		}
 		return "", changed, nil
 	}
 
 	st := g.repo.Storer
 	for _, r := range todo {
-		obj := st.NewEncodedObject()
-		obj.SetType(plumbing.BlobObject)
-		w, _ := obj.Writer()
-		w.Write(r.content)
-		w.Close()
-		if _, err := st.SetEncodedObject(obj); err != nil {
-			return "", nil, engine.Transient(fmt.Errorf("write blob: %w", err))
+		if _, err := g.writeLoose(plumbing.BlobObject, r.content); err != nil {
+			return "", nil, err
 		}
 	}
 	// New trees, copied from the cached ones, deepest directories first.
@@ -291,7 +303,7 @@ func (g *gitStore) tryCommit(recs []record, head *plumbing.Reference, ref plumbi
 		g.trees[d] = t
 	}
 	if !g.bare {
-		if err := g.updateIndex(todo, blobs); err != nil {
+		if err := g.updateIndex(latest, blobs); err != nil {
 			return ch.String()[:7], changed, err
 		}
 	}
@@ -301,14 +313,56 @@ func (g *gitStore) tryCommit(recs []record, head *plumbing.Reference, ref plumbi
 func writeObject(g *gitStore, o interface {
 	Encode(plumbing.EncodedObject) error
 }, t plumbing.ObjectType) (plumbing.Hash, error) {
-	obj := g.repo.Storer.NewEncodedObject()
+	obj := &plumbing.MemoryObject{}
 	obj.SetType(t)
 	if err := o.Encode(obj); err != nil {
 		return plumbing.ZeroHash, engine.Permanent(fmt.Errorf("encode %s: %w", t, err))
 	}
-	h, err := g.repo.Storer.SetEncodedObject(obj)
+	r, _ := obj.Reader()
+	content, _ := io.ReadAll(r)
+	return g.writeLoose(t, content)
+}
+
+// writeLoose stores an object as git does, a zlib stream in
+// objects/xx/yyyy…, but compressed for speed: every commit rewrites the
+// tree of the directory that holds the records, and with thousands of
+// users git's default compression of it is most of a commit's cost.
+// git reads any compression level.
+func (g *gitStore) writeLoose(t plumbing.ObjectType, content []byte) (plumbing.Hash, error) {
+	h := plumbing.ComputeHash(t, content)
+	hex := h.String()
+	dir := filepath.Join(g.gitDir, "objects", hex[:2])
+	final := filepath.Join(dir, hex[2:])
+	if _, err := os.Stat(final); err == nil {
+		return h, nil
+	}
+	fail := func(err error) (plumbing.Hash, error) {
+		return plumbing.ZeroHash, engine.Transient(fmt.Errorf("write %s object: %w", t, err))
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fail(err)
+	}
+	tmp, err := os.CreateTemp(dir, "tmp_obj_")
 	if err != nil {
-		return plumbing.ZeroHash, engine.Transient(fmt.Errorf("write %s: %w", t, err))
+		return fail(err)
+	}
+	defer os.Remove(tmp.Name())
+	zw, _ := zlib.NewWriterLevel(tmp, zlib.BestSpeed)
+	fmt.Fprintf(zw, "%s %d\x00", t, len(content))
+	zw.Write(content)
+	if err := zw.Close(); err != nil {
+		tmp.Close()
+		return fail(err)
+	}
+	if err := tmp.Chmod(0o444); err != nil {
+		tmp.Close()
+		return fail(err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return fail(err)
 	}
 	return h, nil
 }
@@ -316,7 +370,30 @@ func writeObject(g *gitStore, o interface {
 // updateIndex records the committed files in the checkout's index, as
 // git add would, holding index.lock as git does.
 func (g *gitStore) updateIndex(recs []record, blobs map[string]plumbing.Hash) error {
-	lock := filepath.Join(g.dir, ".git", "index.lock")
+	idx, err := g.readIndex()
+	if err != nil {
+		return engine.Transient(fmt.Errorf("read index: %w", err))
+	}
+	type update struct {
+		rel string
+		fi  os.FileInfo
+	}
+	var updates []update
+	for _, r := range recs {
+		fi, err := os.Stat(filepath.Join(g.dir, r.rel))
+		if err != nil {
+			return engine.Transient(fmt.Errorf("stat %s: %w", r.rel, err))
+		}
+		if e, err := idx.Entry(r.rel); err == nil && e.Hash == blobs[r.rel] &&
+			e.ModifiedAt.Equal(fi.ModTime()) && int64(e.Size) == fi.Size() {
+			continue
+		}
+		updates = append(updates, update{r.rel, fi})
+	}
+	if len(updates) == 0 {
+		return nil
+	}
+	lock := filepath.Join(g.gitDir, "index.lock")
 	f, err := os.OpenFile(lock, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
 		if os.IsExist(err) {
@@ -326,22 +403,14 @@ func (g *gitStore) updateIndex(recs []record, blobs map[string]plumbing.Hash) er
 	}
 	f.Close()
 	defer os.Remove(lock)
-	idx, err := g.repo.Storer.Index()
-	if err != nil {
-		return engine.Transient(fmt.Errorf("read index: %w", err))
-	}
-	for _, r := range recs {
-		fi, err := os.Stat(filepath.Join(g.dir, r.rel))
+	for _, u := range updates {
+		e, err := idx.Entry(u.rel)
 		if err != nil {
-			return engine.Transient(fmt.Errorf("stat %s: %w", r.rel, err))
+			e = idx.Add(u.rel)
 		}
-		e, err := idx.Entry(r.rel)
-		if err != nil {
-			e = idx.Add(r.rel)
-		}
-		e.Hash, e.Mode, e.Size = blobs[r.rel], filemode.Regular, uint32(fi.Size())
-		e.ModifiedAt, e.CreatedAt = fi.ModTime(), fi.ModTime()
-		if sys, ok := statOf(fi); ok {
+		e.Hash, e.Mode, e.Size = blobs[u.rel], filemode.Regular, uint32(u.fi.Size())
+		e.ModifiedAt, e.CreatedAt = u.fi.ModTime(), u.fi.ModTime()
+		if sys, ok := statOf(u.fi); ok {
 			e.Dev, e.Inode, e.UID, e.GID = sys.dev, sys.ino, sys.uid, sys.gid
 			e.CreatedAt = sys.ctime
 		}
@@ -349,7 +418,27 @@ func (g *gitStore) updateIndex(recs []record, blobs map[string]plumbing.Hash) er
 	sort.Slice(idx.Entries, func(i, j int) bool { return idx.Entries[i].Name < idx.Entries[j].Name })
 	idx.Cache = nil // the tree cache extension no longer matches
 	if err := g.repo.Storer.SetIndex(idx); err != nil {
+		g.index = nil
 		return engine.Transient(fmt.Errorf("write index: %w", err))
 	}
+	g.index = idx
+	if fi, err := os.Stat(filepath.Join(g.gitDir, "index")); err == nil {
+		g.indexSize, g.indexTime = fi.Size(), fi.ModTime()
+	} else {
+		g.index = nil
+	}
 	return nil
+}
+
+// readIndex returns the index, decoding the file only when someone other
+// than regflow changed it since regflow wrote it.
+func (g *gitStore) readIndex() (*index.Index, error) {
+	if g.index != nil {
+		if fi, err := os.Stat(filepath.Join(g.gitDir, "index")); err == nil &&
+			fi.Size() == g.indexSize && fi.ModTime().Equal(g.indexTime) {
+			return g.index, nil
+		}
+	}
+	g.index = nil
+	return g.repo.Storer.Index()
 }

@@ -40,6 +40,7 @@ type Store struct {
 
 	wstmts sync.Map // prepared statements of the writer, by query
 	rstmts sync.Map // prepared statements of the readers, by query
+	hints  sync.Map // lowest id that may be free, by id range; see lowestFree
 }
 
 // exec runs one statement as a write.
@@ -70,6 +71,15 @@ func (w *wtx) Exec(q string, args ...any) (sql.Result, error) {
 		return nil, err
 	}
 	return w.tx.Stmt(st).Exec(args...)
+}
+
+// Query runs a query in the transaction.
+func (w *wtx) Query(q string, args ...any) (*sql.Rows, error) {
+	st, err := w.s.stmt(w.s.w, &w.s.wstmts, q)
+	if err != nil {
+		return nil, err
+	}
+	return w.tx.Stmt(st).Query(args...)
 }
 
 // QueryRow runs a query in the transaction.
@@ -383,34 +393,52 @@ func (s *Store) AllocateIDs(ctx context.Context, username string, uids IDRange, 
 // nor as a gid (when byGID). The lowest free id is either r.Lo or one more
 // than an id in use, so only those candidates are tried.
 func lowestFree(tx *wtx, r IDRange, byUID, byGID bool) (int64, error) {
-	// Every test of a candidate is an index lookup on the UNIQUE uid and
-	// gid columns, so an allocation costs O(n log n), not O(n²).
-	var cands, free []string
-	args := []any{r.Lo}
+	// Walk the ids in use upwards from the lowest one that may be free,
+	// known from earlier allocations: every id below it is taken, since
+	// regflow never frees one. The walk reads only the ids above it,
+	// through the indexes on uid and gid.
+	hintKey := fmt.Sprintf("%v/%v/%d-%d", byUID, byGID, r.Lo, r.Hi)
+	start := r.Lo
+	if h, ok := tx.s.hints.Load(hintKey); ok && h.(int64) > start {
+		start = h.(int64)
+	}
+	var used []string
 	if byUID {
-		cands = append(cands, `SELECT uid + 1 FROM ids WHERE uid >= ? AND uid < ?`)
-		free = append(free, `NOT EXISTS (SELECT 1 FROM ids WHERE uid = c)`)
-		args = append(args, r.Lo, r.Hi)
+		used = append(used, `SELECT uid AS id FROM ids WHERE uid >= ?1`)
 	}
 	if byGID {
-		cands = append(cands, `SELECT gid + 1 FROM ids WHERE gid >= ? AND gid < ?`)
-		free = append(free, `NOT EXISTS (SELECT 1 FROM ids WHERE gid = c)`)
-		args = append(args, r.Lo, r.Hi)
+		used = append(used, `SELECT gid AS id FROM ids WHERE gid >= ?1`)
 	}
-	q := `SELECT MIN(c) FROM (SELECT ? AS c UNION ALL ` + strings.Join(cands, " UNION ALL ") + `) WHERE ` +
-		strings.Join(free, " AND ")
-	var id sql.NullInt64
-	if err := tx.QueryRow(q, args...).Scan(&id); err != nil {
+	rows, err := tx.Query(strings.Join(used, " UNION ")+` ORDER BY id`, start)
+	if err != nil {
 		return 0, storeErr("find free id", err)
 	}
-	if !id.Valid || id.Int64 > r.Hi {
+	defer rows.Close()
+	c := start
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return 0, storeErr("find free id", err)
+		}
+		if id > c {
+			break
+		}
+		if id == c {
+			c++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, storeErr("find free id", err)
+	}
+	tx.s.hints.Store(hintKey, c)
+	if c > r.Hi {
 		what := "gid"
 		if byUID {
 			what = "uid"
 		}
 		return 0, Permanent(fmt.Errorf("%s range %s %w", what, r, ErrRangeExhausted))
 	}
-	return id.Int64, nil
+	return c, nil
 }
 
 // LookupIDs returns the ids reserved for username, if any.
