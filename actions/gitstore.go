@@ -1,6 +1,7 @@
 package actions
 
 import (
+	"bytes"
 	"compress/zlib"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"github.com/go-git/go-git/v5/storage/filesystem"
 
 	"regflow/engine"
+	"regflow/internal/atomicfile"
 )
 
 // gitStore writes commits into a repository in-process with go-git: a
@@ -342,26 +344,12 @@ func (g *gitStore) writeLoose(t plumbing.ObjectType, content []byte) (plumbing.H
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fail(err)
 	}
-	tmp, err := os.CreateTemp(dir, "tmp_obj_")
-	if err != nil {
-		return fail(err)
-	}
-	defer os.Remove(tmp.Name())
-	zw, _ := zlib.NewWriterLevel(tmp, zlib.BestSpeed)
+	var buf bytes.Buffer
+	zw, _ := zlib.NewWriterLevel(&buf, zlib.BestSpeed)
 	fmt.Fprintf(zw, "%s %d\x00", t, len(content))
 	zw.Write(content)
-	if err := zw.Close(); err != nil {
-		tmp.Close()
-		return fail(err)
-	}
-	if err := tmp.Chmod(0o444); err != nil {
-		tmp.Close()
-		return fail(err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fail(err)
-	}
-	if err := os.Rename(tmp.Name(), final); err != nil {
+	zw.Close()
+	if err := atomicfile.Create(final, buf.Bytes(), 0o444); err != nil && !errors.Is(err, atomicfile.ErrExist) {
 		return fail(err)
 	}
 	return h, nil

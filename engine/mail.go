@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	mail "github.com/wneessen/go-mail"
+
+	"regflow/internal/atomicfile"
 )
 
 // Mail is one email message as actions compose it.
@@ -133,19 +136,11 @@ func (o *Outbox) Send(ctx context.Context, m *Mail) error {
 		id = strconv.FormatUint(o.seq.Add(1), 10)
 	}
 	name := time.Now().UTC().Format("20060102T150405.000000Z") + "-" + safeName(id) + ".eml"
-	tmp, err := os.CreateTemp(o.Dir, ".tmp-*.eml")
-	if err != nil {
-		return Unavailable(fmt.Errorf("outbox: %w", err))
+	var buf bytes.Buffer
+	if _, err := msg.WriteTo(&buf); err != nil {
+		return Permanent(fmt.Errorf("outbox: encode: %w", err))
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := msg.WriteTo(tmp); err != nil {
-		tmp.Close()
-		return Unavailable(fmt.Errorf("outbox: write: %w", err))
-	}
-	if err := tmp.Close(); err != nil {
-		return Unavailable(fmt.Errorf("outbox: %w", err))
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(o.Dir, name)); err != nil {
+	if err := atomicfile.Create(filepath.Join(o.Dir, name), buf.Bytes(), 0o640); err != nil {
 		return Unavailable(fmt.Errorf("outbox: %w", err))
 	}
 	return nil

@@ -23,9 +23,9 @@ import (
 //
 // Reads use a pool of connections; WAL lets them run beside the writer.
 // All writes of a process go through one connection and one goroutine,
-// which commits the writes that queued up meanwhile together, each in a
-// savepoint of its own (group commit): a write returns only once it is
-// committed, and one write's failure undoes only that write. Between
+// which commits the writes that queued up meanwhile together (group
+// commit): a write returns only once it is committed, and one write's
+// failure undoes only that write. Between
 // processes, each write transaction takes the lock when it begins and
 // waits for it (busy timeout), so nothing fails with "database is locked".
 type Store struct {
@@ -282,37 +282,37 @@ func (s *Store) writer() {
 	}
 }
 
-// commit runs a batch of writes in one transaction, each in a savepoint.
+// commit runs a batch of writes in one transaction. Should one fail, the
+// transaction is rolled back and each write runs again in a transaction
+// of its own, so that one write's failure undoes only that write.
 func (s *Store) commit(batch []*writeOp) {
-	errs := make([]error, len(batch))
+	if len(batch) > 1 {
+		if err := s.run(batch); err == nil {
+			for _, op := range batch {
+				op.err <- nil
+			}
+			return
+		}
+	}
+	for _, op := range batch {
+		op.err <- s.run([]*writeOp{op})
+	}
+}
+
+// run runs writes in one transaction and commits it if all succeed.
+func (s *Store) run(batch []*writeOp) error {
 	tx, err := s.w.Begin()
 	if err != nil {
-		for _, op := range batch {
-			op.err <- storeErr("begin", err)
-		}
-		return
+		return storeErr("begin", err)
 	}
 	w := &wtx{tx: tx, s: s}
-	for i, op := range batch {
-		if _, err := w.Exec(`SAVEPOINT op`); err != nil {
-			errs[i] = storeErr("savepoint", err)
-			continue
-		}
-		if errs[i] = op.fn(w); errs[i] != nil {
-			w.Exec(`ROLLBACK TO op`)
-		}
-		w.Exec(`RELEASE op`)
-	}
-	if err := tx.Commit(); err != nil {
-		for i := range errs {
-			if errs[i] == nil {
-				errs[i] = storeErr("commit", err)
-			}
+	for _, op := range batch {
+		if err := op.fn(w); err != nil {
+			tx.Rollback()
+			return err
 		}
 	}
-	for i, op := range batch {
-		op.err <- errs[i]
-	}
+	return storeErr("commit", tx.Commit())
 }
 
 // Path returns the database file's path.
