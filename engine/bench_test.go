@@ -33,3 +33,36 @@ func BenchmarkSimulateRegistration(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSimulateEngine is BenchmarkSimulateRegistration with the steps
+// that write files stubbed: what the engine itself costs per registration.
+func BenchmarkSimulateEngine(b *testing.B) {
+	cfg, _, diags := engine.Load([]string{"../pipelines"}, actions.Registry())
+	if diags.HasErrors() {
+		b.Fatal(diags)
+	}
+	svc, err := engine.Sandbox(cfg, b.TempDir(), nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer svc.Store.Close()
+	sim := engine.NewSimulator(cfg, svc)
+	stubs := map[string]*engine.Stub{}
+	for _, p := range cfg.Pipelines {
+		for _, s := range append(append([]*engine.Step{}, p.Steps...), p.OnFailure...) {
+			switch s.Action {
+			case "git_commit", "send_email", "subscribe_list", "log_event", "exec":
+				stubs[p.Name+"/"+s.Name] = &engine.Stub{}
+			}
+		}
+	}
+	sim.Stub(stubs)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		u := fmt.Sprintf("u%07d", i)
+		body := fmt.Sprintf(`{"username":%q,"queuename":%q,"email":"%s@example.org","fullname":"U","reason":"r"}`, u, u, u)
+		if _, err := sim.Run(context.Background(), "request."+u, []byte(body), u); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -490,7 +490,7 @@ func runTest(ctx context.Context, cfg *Config, t *PipelineTest) (*TestOutcome, e
 	}
 	defer svc.Store.Close()
 	sim := NewSimulator(cfg, svc)
-	sim.runner.Stubs = t.Stubs
+	sim.Stub(t.Stubs)
 	o := &TestOutcome{Test: t}
 	for i, m := range t.Setup {
 		if _, err := sim.Run(ctx, m.Key, m.Body, fmt.Sprintf("setup-%d", i+1)); err != nil {

@@ -153,33 +153,85 @@ func (s *Store) NoteLate(ctx context.Context, tracker, id, what string) error {
 		WHERE tracker = ? AND id = ?`, what, what, formatTime(time.Now()), tracker, id)
 }
 
-// NoteWaiting records what an open registration waits for now.
-func (s *Store) NoteWaiting(ctx context.Context, tracker, id, waitingFor string) error {
-	return s.exec(ctx, "note registration", `UPDATE registrations SET waiting_for = ?, updated_at = ?
-		WHERE tracker = ? AND id = ? AND state = 'open'`, waitingFor, formatTime(time.Now()), tracker, id)
+// StepRecord is everything one step leaves in the store: its journal
+// entry and, for tracked registrations, the step and what the
+// registration waits for next. It is written in one transaction.
+type StepRecord struct {
+	Scope, Step string
+	Journal     *JournalEntry // nil: nothing to journal
+	Steps       []TrackedStep
+	Waiting     []Waiting
 }
+
+// TrackedStep is a step that ran for one registration.
+type TrackedStep struct {
+	Tracker, ID string
+	Step        RegistrationStep
+}
+
+// Waiting says what an open registration waits for.
+type Waiting struct {
+	Tracker, ID, For string
+}
+
+func (rec *StepRecord) empty() bool {
+	return rec.Journal == nil && len(rec.Steps) == 0 && len(rec.Waiting) == 0
+}
+
+// RecordStep writes a step record.
+func (s *Store) RecordStep(ctx context.Context, rec *StepRecord) error {
+	var added []byte
+	if rec.Journal != nil {
+		var err error
+		if added, err = json.Marshal(rec.Journal.Added); err != nil {
+			return Permanent(fmt.Errorf("encode journal: %w", err))
+		}
+		if rec.Journal.Added == nil {
+			added = []byte("{}")
+		}
+	}
+	return s.write(ctx, func(tx *wtx) error {
+		if e := rec.Journal; e != nil {
+			if err := putJournal(tx, rec.Scope, rec.Step, e, added); err != nil {
+				return err
+			}
+		}
+		for _, ts := range rec.Steps {
+			if err := addRegistrationStep(tx, ts.Tracker, ts.ID, ts.Step); err != nil {
+				return err
+			}
+		}
+		for _, w := range rec.Waiting {
+			_, err := tx.Exec(`UPDATE registrations SET waiting_for = ?, updated_at = ?
+				WHERE tracker = ? AND id = ? AND state = 'open'`, w.For, formatTime(time.Now()), w.Tracker, w.ID)
+			if err != nil {
+				return storeErr("note registration", err)
+			}
+		}
+		return nil
+	})
+}
+
 
 // AddRegistrationStep records a step that ran for a registration, and its
 // error as the registration's last one.
 func (s *Store) AddRegistrationStep(ctx context.Context, tracker, id string, st RegistrationStep) error {
-	return s.write(ctx, func(tx *wtx) error {
-		var n int
-		if err := tx.QueryRow(`SELECT count(*) FROM registrations WHERE tracker = ? AND id = ?`,
-			tracker, id).Scan(&n); err != nil || n == 0 {
-			return storeErr("read registration", err)
-		}
-		_, err := tx.Exec(`INSERT INTO registration_steps (tracker, id, at, pipeline, step, status,
-			attempts, note, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, tracker, id, formatTime(st.At), st.Pipeline,
-			st.Step, st.Status, st.Attempts, st.Note, st.Error)
-		if err != nil {
-			return storeErr("record registration step", err)
-		}
-		if st.Error != "" {
-			_, err = tx.Exec(`UPDATE registrations SET last_error = ?, updated_at = ? WHERE tracker = ? AND id = ?`,
-				st.Pipeline+"/"+st.Step+": "+st.Error, formatTime(st.At), tracker, id)
-		}
-		return storeErr("record registration error", err)
-	})
+	return s.write(ctx, func(tx *wtx) error { return addRegistrationStep(tx, tracker, id, st) })
+}
+
+func addRegistrationStep(tx *wtx, tracker, id string, st RegistrationStep) error {
+	_, err := tx.Exec(`INSERT INTO registration_steps (tracker, id, at, pipeline, step, status, attempts, note, error)
+		SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
+		WHERE EXISTS (SELECT 1 FROM registrations WHERE tracker = ?1 AND id = ?2)`,
+		tracker, id, formatTime(st.At), st.Pipeline, st.Step, st.Status, st.Attempts, st.Note, st.Error)
+	if err != nil {
+		return storeErr("record registration step", err)
+	}
+	if st.Error != "" {
+		_, err = tx.Exec(`UPDATE registrations SET last_error = ?, updated_at = ? WHERE tracker = ? AND id = ?`,
+			st.Pipeline+"/"+st.Step+": "+st.Error, formatTime(st.At), tracker, id)
+	}
+	return storeErr("record registration error", err)
 }
 
 const registrationColumns = `tracker, id, state, start_message, opened_at, deadline_at, updated_at, closed_at,

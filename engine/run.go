@@ -206,6 +206,10 @@ type frame struct {
 	// journal holds what an earlier delivery of the message recorded,
 	// read once; nil when it was not read.
 	journal map[string]*JournalEntry
+
+	// record collects what the current step leaves in the store, written
+	// in one go when it ends.
+	record StepRecord
 }
 
 // runFailure runs the on_failure steps. Each runs even when an earlier
@@ -231,12 +235,17 @@ func (r *Runner) runFailure(ctx context.Context, f *frame, res *Result) error {
 // runStep runs one step and records it for tracked registrations.
 func (r *Runner) runStep(ctx context.Context, f *frame, s *Step) (StepResult, error) {
 	start := time.Now()
+	f.record = StepRecord{}
 	sr, err := r.step(ctx, f, s)
 	sr.Duration = time.Since(start)
 	if err != nil {
 		return sr, err
 	}
-	return sr, r.trackStep(ctx, f, sr)
+	r.trackStep(f, sr)
+	if store := r.Svc.Store; store != nil && !f.record.empty() {
+		return sr, store.RecordStep(ctx, &f.record)
+	}
+	return sr, nil
 }
 
 // step runs one step: its condition, the journal, the attempts.
@@ -345,9 +354,7 @@ func (r *Runner) step(ctx context.Context, f *frame, s *Step) (StepResult, error
 		journal = false
 	}
 	if store != nil && journal {
-		if jerr := store.JournalPut(ctx, scope, s.Name, entry); jerr != nil {
-			return sr, jerr
-		}
+		f.record.Scope, f.record.Step, f.record.Journal = scope, s.Name, entry
 	}
 	if err != nil {
 		return fail(err)

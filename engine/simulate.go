@@ -14,7 +14,7 @@ import (
 // Publishing goes to pub.
 func Sandbox(cfg *Config, dir string, pub Publisher, log *slog.Logger) (*Services, error) {
 	svc := &Services{Root: dir, Sandbox: true, Publisher: pub, Logger: log, Commands: OSCommands{}}
-	store, err := OpenStore(svc.Path(cfg.Store.Path))
+	store, err := openScratchStore(svc.Path(cfg.Store.Path))
 	if err != nil {
 		return nil, err
 	}
@@ -75,6 +75,9 @@ func NewSimulator(cfg *Config, svc *Services) *Simulator {
 	svc.Publisher = pub
 	return &Simulator{cfg: cfg, runner: NewRunner(cfg, svc), pub: pub, MaxHops: 100}
 }
+
+// Stub replaces steps, by "pipeline/step", with canned results.
+func (s *Simulator) Stub(stubs map[string]*Stub) { s.runner.Stubs = stubs }
 
 // memPublisher keeps published bodies until the simulator routes them.
 type memPublisher struct {

@@ -194,6 +194,17 @@ CREATE TABLE IF NOT EXISTS journal (
 
 // OpenStore opens (creating when missing) the database at path.
 func OpenStore(path string) (*Store, error) {
+	return openStore(path, "_journal_mode=WAL&_synchronous=NORMAL")
+}
+
+// openScratchStore opens a store whose contents may be lost in a crash,
+// for a sandbox that is thrown away anyway: the disk is never asked to
+// make a write durable.
+func openScratchStore(path string) (*Store, error) {
+	return openStore(path, "_journal_mode=WAL&_synchronous=OFF")
+}
+
+func openStore(path, durability string) (*Store, error) {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
@@ -202,7 +213,7 @@ func OpenStore(path string) (*Store, error) {
 	if strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("open store: path %q must not contain '?' or '#'", path)
 	}
-	dsn := "file:" + path + "?_busy_timeout=10000&_journal_mode=WAL&_synchronous=NORMAL"
+	dsn := "file:" + path + "?_busy_timeout=10000&" + durability
 	w, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -585,16 +596,18 @@ func (s *Store) JournalPut(ctx context.Context, scope, step string, e *JournalEn
 	if e.Added == nil {
 		added = []byte("{}")
 	}
-	return s.write(ctx, func(tx *wtx) error {
-		_, err := tx.Exec(`
+	return s.write(ctx, func(tx *wtx) error { return putJournal(tx, scope, step, e, added) })
+}
+
+func putJournal(tx *wtx, scope, step string, e *JournalEntry, added []byte) error {
+	_, err := tx.Exec(`
 INSERT INTO journal (scope, step, status, added, error, note, attempts, updated_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (scope, step) DO UPDATE SET status = excluded.status, added = excluded.added,
 	error = excluded.error, note = excluded.note, attempts = excluded.attempts,
 	updated_at = excluded.updated_at`,
-			scope, step, e.Status, string(added), e.Error, e.Note, e.Attempts, now())
-		return storeErr("write journal", err)
-	})
+		scope, step, e.Status, string(added), e.Error, e.Note, e.Attempts, now())
+	return storeErr("write journal", err)
 }
 
 // JournalForgetFailed removes the failed steps recorded within scope, so

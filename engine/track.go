@@ -63,24 +63,21 @@ func (r *Runner) trackOpen(ctx context.Context, f *frame) error {
 	return nil
 }
 
-// trackStep records a step that ran for a tracked registration.
-func (r *Runner) trackStep(ctx context.Context, f *frame, sr StepResult) error {
-	store := r.Svc.Store
-	if store == nil || f.p.catchAll() || len(r.Config.Trackers) == 0 {
-		return nil
+// trackStep notes a step that ran for a tracked registration; runStep
+// writes it with the step's journal entry.
+func (r *Runner) trackStep(f *frame, sr StepResult) {
+	if r.Svc.Store == nil || f.p.catchAll() || len(r.Config.Trackers) == 0 {
+		return
 	}
 	for _, t := range r.Config.Trackers {
 		id, err := t.ID.Render(Env(f.msg, f.key))
 		if err != nil || id == "" {
 			continue
 		}
-		err = store.AddRegistrationStep(ctx, t.Name, id, RegistrationStep{At: time.Now(), Pipeline: f.p.Name,
-			Step: sr.Step, Status: sr.Status, Attempts: sr.Attempts, Note: sr.Note, Error: sr.Error})
-		if err != nil {
-			return err
-		}
+		f.record.Steps = append(f.record.Steps, TrackedStep{Tracker: t.Name, ID: id, Step: RegistrationStep{
+			At: time.Now(), Pipeline: f.p.Name, Step: sr.Step, Status: sr.Status, Attempts: sr.Attempts,
+			Note: sr.Note, Error: sr.Error}})
 	}
-	return nil
 }
 
 // trackPublish decides whether a message on key may be published. An
@@ -99,9 +96,7 @@ func (r *Runner) trackPublish(ctx context.Context, f *frame, step, key, msgID st
 			continue
 		}
 		if !matchesAny(t.Finish, key) {
-			if err := store.NoteWaiting(ctx, t.Name, id, r.waitingFor(key)); err != nil {
-				return false, err
-			}
+			f.record.Waiting = append(f.record.Waiting, Waiting{Tracker: t.Name, ID: id, For: r.waitingFor(key)})
 			continue
 		}
 		state, ok, err := store.CloseRegistration(ctx, t.Name, id, msgID)
