@@ -45,6 +45,10 @@ func BenchmarkSimulateEngine(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	svc.Store.Close()
+	if svc.Store, err = engine.OpenMemoryStore("bench"); err != nil {
+		b.Fatal(err)
+	}
 	defer svc.Store.Close()
 	sim := engine.NewSimulator(cfg, svc)
 	stubs := map[string]*engine.Stub{}

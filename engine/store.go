@@ -204,8 +204,14 @@ func openScratchStore(path string) (*Store, error) {
 	return openStore(path, "_journal_mode=WAL&_synchronous=OFF")
 }
 
+// OpenMemoryStore opens a store that lives in memory only, as long as it
+// is open: for throughput measurements that must not be bounded by a disk.
+func OpenMemoryStore(name string) (*Store, error) {
+	return openStore(name, "mode=memory&cache=shared")
+}
+
 func openStore(path, durability string) (*Store, error) {
-	if dir := filepath.Dir(path); dir != "" {
+	if dir := filepath.Dir(path); dir != "" && !strings.Contains(durability, "mode=memory") {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
