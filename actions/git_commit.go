@@ -253,6 +253,9 @@ func (cm *committer) gitStore() (*gitStore, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := gs.findLagging(cm.g.branch); err != nil {
+			return nil, engine.Transient(fmt.Errorf("compare the index with %s: %w", cm.g.branch, err))
+		}
 		cm.store = gs
 	}
 	return cm.store, nil
@@ -284,6 +287,13 @@ func (cm *committer) run(batch []*commitRequest) {
 		failAll(err)
 		return
 	}
+	// git's own lock says another git process is at work in the checkout.
+	if !gs.bare {
+		if _, err := os.Stat(filepath.Join(gs.gitDir, "index.lock")); err == nil {
+			failAll(engine.Transient(errors.New("git add: the repository is locked by another git process")))
+			return
+		}
+	}
 	recs := make([]record, len(batch))
 	for i, req := range batch {
 		recs[i] = req.record
@@ -312,6 +322,13 @@ func (cm *committer) run(batch []*commitRequest) {
 		return
 	}
 	changedCount := len(changed)
+	// The index follows the commit before the steps have their answer, so
+	// that git run in the checkout right after sees the commit complete.
+	// A failure leaves it lagging, for the next commit to catch up.
+	if err := gs.syncIndex(); err != nil {
+		batch[0].log.Warn("the checkout's index lags behind the commits; trying again with the next commit",
+			"repo", r.dir, "error", err.Error())
+	}
 	if cm.g.push && !cm.sandbox {
 		if err := cm.push(ctx, r); err != nil {
 			failAll(err)

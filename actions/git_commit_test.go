@@ -506,3 +506,23 @@ func TestGroupMessage(t *testing.T) {
 		t.Errorf("three records:\n%q\nwant\n%q", got, want)
 	}
 }
+
+// TestGitIndexCatchesUp: a commit whose index update was lost (regflow
+// killed between the two) leaves the checkout's index behind; the next
+// regflow brings it up to date, so git status is clean again.
+func TestGitIndexCatchesUp(t *testing.T) {
+	hermeticGit(t)
+	e := newEnv(t, gitPipelines)
+	wantOK(t, e.run("record", "verify.ana", request("ana")), "record")
+	repo := filepath.Join(e.root, "var/users")
+	// Take ana's entry out of the index, as a lost update would leave it.
+	git(t, repo, "rm", "--cached", "--quiet", "users/ana.json")
+	if st := git(t, repo, "status", "--porcelain"); st == "" {
+		t.Fatal("the index was not made to lag")
+	}
+	actions.ForgetCommitters() // as a restart of regflow would
+	wantOK(t, e.run("record", "verify.bo", request("bo")), "record")
+	if st := git(t, repo, "status", "--porcelain"); st != "" {
+		t.Fatalf("git status after the next commit:\n%s", st)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-git/go-billy/v5/osfs"
@@ -46,6 +47,11 @@ type gitStore struct {
 	index     *index.Index // the checkout's index as last written; nil when unknown
 	indexSize int64        // size and modification time of the index file then,
 	indexTime time.Time    // to notice a change made by anyone else
+
+	// lagging holds the committed records the checkout's index does not
+	// show yet, by path: the index is brought up to date after the
+	// commit's steps have their answer, and again after a failure.
+	lagging map[string]plumbing.Hash
 }
 
 func openGitStore(dir string) (*gitStore, error) {
@@ -66,7 +72,8 @@ func openGitStore(dir string) (*gitStore, error) {
 	if err != nil {
 		return nil, engine.Permanent(fmt.Errorf("open repository %s: %w", dir, err))
 	}
-	return &gitStore{dir: dir, gitDir: gitDir, bare: bare, repo: repo}, nil
+	g := &gitStore{dir: dir, gitDir: gitDir, bare: bare, repo: repo, lagging: map[string]plumbing.Hash{}}
+	return g, nil
 }
 
 // treeKey orders tree entries as git does: a directory as if its name
@@ -197,13 +204,8 @@ func (g *gitStore) tryCommit(recs []record, head *plumbing.Reference, ref plumbi
 		changed[r.rel] = true
 		todo = append(todo, r)
 	}
+	g.lag(latest, blobs)
 	if len(todo) == 0 {
-		// Committed already; the index may still lag after a failure.
-		if !g.bare {
-			if err := g.updateIndex(latest, blobs); err != nil {
-				return "", changed, err
-			}
-		}
 		return "", changed, nil
 	}
 
@@ -304,13 +306,74 @@ func (g *gitStore) tryCommit(recs []record, head *plumbing.Reference, ref plumbi
 	for d, t := range trees {
 		g.trees[d] = t
 	}
-	if !g.bare {
-		if err := g.updateIndex(latest, blobs); err != nil {
-			return ch.String()[:7], changed, err
-		}
-	}
 	return ch.String()[:7], changed, nil
 }
+
+// findLagging looks, once after opening, for files of the branch's head
+// that the checkout's index does not show although the checkout holds
+// them as committed: what a crash between a commit and its index update
+// leaves. They are fixed with the next index update.
+func (g *gitStore) findLagging(branch string) error {
+	if g.bare {
+		return nil
+	}
+	ref, err := g.repo.Storer.Reference(plumbing.NewBranchReferenceName(branch))
+	if err != nil {
+		return nil // no commit yet
+	}
+	c, err := g.repo.CommitObject(ref.Hash())
+	if err != nil {
+		return err
+	}
+	tree, err := c.Tree()
+	if err != nil {
+		return err
+	}
+	idx, err := g.readIndex()
+	if err != nil {
+		return err
+	}
+	return tree.Files().ForEach(func(f *object.File) error {
+		if e, err := idx.Entry(f.Name); err == nil && e.Hash == f.Hash {
+			return nil
+		}
+		content, err := os.ReadFile(filepath.Join(g.dir, f.Name))
+		if err == nil && plumbing.ComputeHash(plumbing.BlobObject, content) == f.Hash {
+			g.lagging[f.Name] = f.Hash
+		}
+		return nil
+	})
+}
+
+// lag notes records whose index entries may need an update.
+func (g *gitStore) lag(recs []record, blobs map[string]plumbing.Hash) {
+	if g.bare {
+		return
+	}
+	for _, r := range recs {
+		g.lagging[r.rel] = blobs[r.rel]
+	}
+}
+
+// syncIndex brings the checkout's index up to date with what was
+// committed. A failure leaves the records lagging for the next try.
+func (g *gitStore) syncIndex() error {
+	if g.bare || len(g.lagging) == 0 {
+		return nil
+	}
+	if err := g.updateIndex(g.lagging); err != nil {
+		return err
+	}
+	clear(g.lagging)
+	return nil
+}
+
+// zlibWriters keeps compressors between objects: a new one allocates
+// about a megabyte of state.
+var zlibWriters = sync.Pool{New: func() any {
+	w, _ := zlib.NewWriterLevel(nil, zlib.BestSpeed)
+	return w
+}}
 
 func writeObject(g *gitStore, o interface {
 	Encode(plumbing.EncodedObject) error
@@ -345,8 +408,10 @@ func (g *gitStore) writeLoose(t plumbing.ObjectType, content []byte) (plumbing.H
 		return fail(err)
 	}
 	var buf bytes.Buffer
-	zw, _ := zlib.NewWriterLevel(&buf, zlib.BestSpeed)
-	fmt.Fprintf(zw, "%s %d\x00", t, len(content))
+	zw := zlibWriters.Get().(*zlib.Writer)
+	defer zlibWriters.Put(zw)
+	zw.Reset(&buf)
+	zw.Write(fmt.Appendf(nil, "%s %d\x00", t, len(content)))
 	zw.Write(content)
 	zw.Close()
 	if err := atomicfile.Create(final, buf.Bytes(), 0o444); err != nil && !errors.Is(err, atomicfile.ErrExist) {
@@ -357,7 +422,7 @@ func (g *gitStore) writeLoose(t plumbing.ObjectType, content []byte) (plumbing.H
 
 // updateIndex records the committed files in the checkout's index, as
 // git add would, holding index.lock as git does.
-func (g *gitStore) updateIndex(recs []record, blobs map[string]plumbing.Hash) error {
+func (g *gitStore) updateIndex(blobs map[string]plumbing.Hash) error {
 	idx, err := g.readIndex()
 	if err != nil {
 		return engine.Transient(fmt.Errorf("read index: %w", err))
@@ -367,16 +432,16 @@ func (g *gitStore) updateIndex(recs []record, blobs map[string]plumbing.Hash) er
 		fi  os.FileInfo
 	}
 	var updates []update
-	for _, r := range recs {
-		fi, err := os.Stat(filepath.Join(g.dir, r.rel))
+	for rel, h := range blobs {
+		fi, err := os.Stat(filepath.Join(g.dir, rel))
 		if err != nil {
-			return engine.Transient(fmt.Errorf("stat %s: %w", r.rel, err))
+			return engine.Transient(fmt.Errorf("stat %s: %w", rel, err))
 		}
-		if e, err := idx.Entry(r.rel); err == nil && e.Hash == blobs[r.rel] &&
+		if e, err := idx.Entry(rel); err == nil && e.Hash == h &&
 			e.ModifiedAt.Equal(fi.ModTime()) && int64(e.Size) == fi.Size() {
 			continue
 		}
-		updates = append(updates, update{r.rel, fi})
+		updates = append(updates, update{rel, fi})
 	}
 	if len(updates) == 0 {
 		return nil
