@@ -203,18 +203,8 @@ func (l *loader) decodeTrack(dec *decoder, b *hclsyntax.Block) {
 		}
 	}
 	before := len(l.diags)
-	l.checkBody(b.Body, trackAttrs, []string{"on_timeout"})
-	for _, spec := range trackAttrs {
-		a, ok := b.Body.Attributes[spec.Name]
-		if !ok {
-			continue
-		}
-		v, diags := dec.decodeAttr(spec, a.AsHCLAttribute(), l.cfg.Message)
-		l.diags = append(l.diags, diags...)
-		if diags.HasErrors() {
-			continue
-		}
-		switch spec.Name {
+	l.decodeAttrs(dec, b.Body, trackAttrs, []string{"on_timeout"}, l.cfg.Message, func(name string, a *hclsyntax.Attribute, v any) {
+		switch name {
 		case "id":
 			t.ID = v.(*Template)
 		case "start":
@@ -226,7 +216,7 @@ func (l *loader) decodeTrack(dec *decoder, b *hclsyntax.Block) {
 		case "deadline":
 			t.Deadline = v.(time.Duration)
 		}
-	}
+	})
 	// on_timeout runs with the message that opened the registration.
 	p := &Pipeline{Name: "track " + t.Name, CheckMessage: false, Range: t.Range}
 	names := map[string]hcl.Range{}
@@ -269,25 +259,15 @@ func (l *loader) decodeConsumer(dec *decoder, b *hclsyntax.Block) {
 			return
 		}
 	}
-	l.checkBody(b.Body, consumerAttrs, nil)
-	for _, spec := range consumerAttrs {
-		a, ok := b.Body.Attributes[spec.Name]
-		if !ok {
-			continue
-		}
-		v, diags := dec.decodeAttr(spec, a.AsHCLAttribute(), nil)
-		l.diags = append(l.diags, diags...)
-		if diags.HasErrors() {
-			continue
-		}
-		switch spec.Name {
+	l.decodeAttrs(dec, b.Body, consumerAttrs, nil, nil, func(name string, a *hclsyntax.Attribute, v any) {
+		switch name {
 		case "on":
 			c.On = v.([]string)
 			l.checkPatterns(a, c.On)
 		case "description":
 			c.Description = v.(string)
 		}
-	}
+	})
 	l.cfg.Consumers = append(l.cfg.Consumers, c)
 }
 
@@ -353,18 +333,8 @@ func (l *loader) decodeConfigBlock(dec *decoder, b *hclsyntax.Block) {
 		l.decodeMessage(dec, b)
 		return
 	}
-	l.checkBody(b.Body, attrs, nil)
-	for _, spec := range attrs {
-		a, ok := b.Body.Attributes[spec.Name]
-		if !ok {
-			continue
-		}
-		v, diags := dec.decodeAttr(spec, a.AsHCLAttribute(), nil)
-		l.diags = append(l.diags, diags...)
-		if diags.HasErrors() {
-			continue
-		}
-		switch b.Type + "." + spec.Name {
+	l.decodeAttrs(dec, b.Body, attrs, nil, nil, func(name string, a *hclsyntax.Attribute, v any) {
+		switch b.Type + "." + name {
 		case "broker.url":
 			c.Broker.URL = v.(string)
 		case "broker.exchange":
@@ -403,7 +373,7 @@ func (l *loader) decodeConfigBlock(dec *decoder, b *hclsyntax.Block) {
 		case "mail.from":
 			c.Mail.From = v.(string)
 		}
-	}
+	})
 	if c.Broker.DeadLetter == "" {
 		c.Broker.DeadLetter = c.Broker.Exchange + ".dead"
 	}
@@ -524,18 +494,8 @@ func (l *loader) decodePipeline(dec *decoder, b *hclsyntax.Block) *Pipeline {
 	}
 	p.Queue = l.cfg.Broker.QueuePrefix + p.Name
 	before := len(l.diags)
-	l.checkBody(b.Body, pipelineAttrs, nil)
-	for _, spec := range pipelineAttrs {
-		a, ok := b.Body.Attributes[spec.Name]
-		if !ok {
-			continue
-		}
-		v, diags := dec.decodeAttr(spec, a.AsHCLAttribute(), l.cfg.Message)
-		l.diags = append(l.diags, diags...)
-		if diags.HasErrors() {
-			continue
-		}
-		switch spec.Name {
+	l.decodeAttrs(dec, b.Body, pipelineAttrs, nil, l.cfg.Message, func(name string, a *hclsyntax.Attribute, v any) {
+		switch name {
 		case "when":
 			p.When = v.(*Program)
 		case "on":
@@ -552,7 +512,7 @@ func (l *loader) decodePipeline(dec *decoder, b *hclsyntax.Block) *Pipeline {
 		case "check_message":
 			p.CheckMessage = v.(bool)
 		}
-	}
+	})
 
 	// Steps: every block except on_failure, in the order written.
 	var main, fail []*hclsyntax.Block
@@ -776,18 +736,8 @@ func (l *loader) decodeStep(dec *decoder, p *Pipeline, blk *hclsyntax.Block, spe
 	s.Config = sc
 
 	all := append(append([]AttrSpec{}, stepAttrs...), spec.Attrs...)
-	l.checkBody(blk.Body, all, []string{"retry"})
-	for _, as := range all {
-		a, ok := blk.Body.Attributes[as.Name]
-		if !ok {
-			continue
-		}
-		v, diags := dec.decodeAttr(as, a.AsHCLAttribute(), env)
-		l.diags = append(l.diags, diags...)
-		if diags.HasErrors() {
-			continue
-		}
-		switch as.Name {
+	l.decodeAttrs(dec, blk.Body, all, []string{"retry"}, env, func(name string, a *hclsyntax.Attribute, v any) {
+		switch name {
 		case "when":
 			s.When = v.(*Program)
 		case "on_error":
@@ -797,10 +747,10 @@ func (l *loader) decodeStep(dec *decoder, p *Pipeline, blk *hclsyntax.Block, spe
 		case "once":
 			s.Once = v.(*Template)
 		default:
-			sc.values[as.Name] = v
-			sc.ranges[as.Name] = a.Expr.Range()
+			sc.values[name] = v
+			sc.ranges[name] = a.Expr.Range()
 		}
-	}
+	})
 	var retrySeen *hcl.Range
 	for _, rb := range blk.Body.Blocks {
 		if rb.Type != "retry" {
@@ -838,18 +788,8 @@ func (l *loader) decodeStep(dec *decoder, p *Pipeline, blk *hclsyntax.Block, spe
 }
 
 func (l *loader) decodeRetry(dec *decoder, rb *hclsyntax.Block, r *Retry) {
-	l.checkBody(rb.Body, retryAttrs, nil)
-	for _, as := range retryAttrs {
-		a, ok := rb.Body.Attributes[as.Name]
-		if !ok {
-			continue
-		}
-		v, diags := dec.decodeAttr(as, a.AsHCLAttribute(), nil)
-		l.diags = append(l.diags, diags...)
-		if diags.HasErrors() {
-			continue
-		}
-		switch as.Name {
+	l.decodeAttrs(dec, rb.Body, retryAttrs, nil, nil, func(name string, a *hclsyntax.Attribute, v any) {
+		switch name {
 		case "attempts":
 			r.Attempts = v.(int)
 			if r.Attempts < 1 || r.Attempts > 100 {
@@ -860,7 +800,7 @@ func (l *loader) decodeRetry(dec *decoder, rb *hclsyntax.Block, r *Retry) {
 		case "max_backoff":
 			r.MaxBackoff = v.(time.Duration)
 		}
-	}
+	})
 	if r.MaxBackoff < r.Backoff {
 		l.errorf(rb.TypeRange, "Invalid retry", "max_backoff (%s) is shorter than backoff (%s).", r.MaxBackoff, r.Backoff)
 	}
@@ -931,4 +871,22 @@ func sortDiags(diags hcl.Diagnostics) {
 // at formats where something stands as file:line:col.
 func at(r hcl.Range) string {
 	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
+}
+
+// decodeAttrs reports what body holds beyond attrs and blocks, decodes
+// each attribute of attrs that is set and hands it to set.
+func (l *loader) decodeAttrs(dec *decoder, body *hclsyntax.Body, attrs []AttrSpec, blocks []string, env Schema,
+	set func(name string, a *hclsyntax.Attribute, v any)) {
+	l.checkBody(body, attrs, blocks)
+	for _, spec := range attrs {
+		a, ok := body.Attributes[spec.Name]
+		if !ok {
+			continue
+		}
+		v, diags := dec.decodeAttr(spec, a.AsHCLAttribute(), env)
+		l.diags = append(l.diags, diags...)
+		if !diags.HasErrors() {
+			set(spec.Name, a, v)
+		}
+	}
 }

@@ -212,7 +212,6 @@ func (s *Store) RecordStep(ctx context.Context, rec *StepRecord) error {
 	})
 }
 
-
 // AddRegistrationStep records a step that ran for a registration, and its
 // error as the registration's last one.
 func (s *Store) AddRegistrationStep(ctx context.Context, tracker, id string, st RegistrationStep) error {
