@@ -52,32 +52,5 @@ func (s keyShape) mayMatch(pattern string) bool {
 }
 
 func matchShape(pat []string, key keyShape) bool {
-	for len(pat) > 0 {
-		switch pat[0] {
-		case "#":
-			rest := pat[1:]
-			for len(rest) > 0 && rest[0] == "#" {
-				rest = rest[1:]
-			}
-			if len(rest) == 0 {
-				return true
-			}
-			for i := 0; i <= len(key); i++ {
-				if matchShape(rest, key[i:]) {
-					return true
-				}
-			}
-			return false
-		case "*":
-			if len(key) == 0 {
-				return false
-			}
-		default:
-			if len(key) == 0 || !key[0].dynamic && key[0].text != pat[0] {
-				return false
-			}
-		}
-		pat, key = pat[1:], key[1:]
-	}
-	return len(key) == 0
+	return matchPattern(pat, key, func(p string, w shapeWord) bool { return w.dynamic || w.text == p })
 }

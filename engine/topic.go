@@ -19,6 +19,13 @@ func words(s string) []string {
 }
 
 func matchWords(pat, key []string) bool {
+	return matchPattern(pat, key, func(p, k string) bool { return p == k })
+}
+
+// matchPattern matches binding-pattern words against key words, where
+// literal(p, k) says whether the literal pattern word p matches k. "*"
+// takes one word, "#" any number.
+func matchPattern[K any](pat []string, key []K, literal func(string, K) bool) bool {
 	for len(pat) > 0 {
 		switch pat[0] {
 		case "#":
@@ -32,7 +39,7 @@ func matchWords(pat, key []string) bool {
 				return true
 			}
 			for i := 0; i <= len(key); i++ {
-				if matchWords(rest, key[i:]) {
+				if matchPattern(rest, key[i:], literal) {
 					return true
 				}
 			}
@@ -42,7 +49,7 @@ func matchWords(pat, key []string) bool {
 				return false
 			}
 		default:
-			if len(key) == 0 || key[0] != pat[0] {
+			if len(key) == 0 || !literal(pat[0], key[0]) {
 				return false
 			}
 		}
