@@ -362,6 +362,7 @@ func storeErr(op string, err error) error {
 // IDRange is an inclusive range of POSIX ids.
 type IDRange struct{ Lo, Hi int64 }
 
+// String writes the range as "10001–19999".
 func (r IDRange) String() string { return fmt.Sprintf("%d–%d", r.Lo, r.Hi) }
 
 // ErrRangeExhausted is returned when an id range has no free id left.

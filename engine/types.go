@@ -27,6 +27,7 @@ const (
 	KindObject
 )
 
+// String returns the kind's name in HCL.
 func (k Kind) String() string {
 	switch k {
 	case KindString:
