@@ -253,7 +253,7 @@ func CheckUsername(name string, reserved map[string]bool) error {
 		case r >= 'A' && r <= 'Z':
 			return fmt.Errorf("must be lowercase (found %q)", r)
 		default:
-			return fmt.Errorf("character %q is not allowed; use a-z, 0-9, _, - and .", r)
+			return fmt.Errorf("character %q is not allowed; use a-z, 0-9, '_', '-' and '.'", r)
 		}
 	}
 	if name == "" {

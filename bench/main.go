@@ -274,11 +274,6 @@ func ceiling(conn *amqp.Connection, r *Results) error {
 type regflowProc struct {
 	cmd    *exec.Cmd
 	health string
-	rss    struct {
-		mu   sync.Mutex
-		peak int64 // kB
-	}
-	stopSampling chan struct{}
 }
 
 func freeAddr() string {
@@ -288,7 +283,7 @@ func freeAddr() string {
 }
 
 func startRegflow(dir string, env []string, paths ...string) (*regflowProc, error) {
-	p := &regflowProc{health: freeAddr(), stopSampling: make(chan struct{})}
+	p := &regflowProc{health: freeAddr()}
 	args := append([]string{"run"}, paths...)
 	args = append(args, "--health-addr", p.health, "--log-level", "warn")
 	if *profiles != "" {

@@ -221,7 +221,9 @@ func diag(rng hcl.Range, summary, detail string) *hcl.Diagnostic {
 // eval evaluates a load-time expression: literals and the env() and file()
 // functions. A reference to msg gets a diagnostic that explains {{ }}.
 func (d *decoder) eval(e hcl.Expression) (cty.Value, hcl.Diagnostics) {
-	for _, tr := range e.Variables() {
+	// Report the first variable: one is enough to say what to do.
+	if vars := e.Variables(); len(vars) > 0 {
+		tr := vars[0]
 		root := tr.RootName()
 		rng := tr.SourceRange()
 		if root == "msg" || root == "routing_key" {
