@@ -181,6 +181,7 @@ func (l *loader) load(files []string) (*Config, hcl.Diagnostics) {
 	if !l.diags.HasErrors() {
 		l.lint()
 	}
+	sameStyle(l.diags)
 	sortDiags(l.diags)
 
 	if l.diags.HasErrors() {
@@ -851,6 +852,17 @@ func evalContext(filename string) *hcl.EvalContext {
 		},
 	})
 	return &hcl.EvalContext{Functions: map[string]function.Function{"env": envFn, "file": fileFn}}
+}
+
+// hclRange matches HCL's own way of naming a place, file:line,col-col.
+var hclRange = regexp.MustCompile(`(\S+):(\d+),(\d+)-\d+`)
+
+// sameStyle rewrites places named in HCL's own diagnostics as
+// file:line:col, the way regflow's name them.
+func sameStyle(diags hcl.Diagnostics) {
+	for _, d := range diags {
+		d.Detail = hclRange.ReplaceAllString(d.Detail, "$1:$2:$3")
+	}
 }
 
 // sortDiags orders diagnostics by file and position, so that a file reads
