@@ -20,6 +20,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"regflow/engine"
+	"regflow/internal/dirlock"
 )
 
 // GitCommit writes a rendered file into a git repository and commits it,
@@ -107,9 +108,11 @@ func SafeRelPath(p string) (string, error) {
 		return "", fmt.Errorf("path %q leaves the repository", p)
 	}
 	clean := filepath.Clean(p)
-	first := strings.SplitN(filepath.ToSlash(clean), "/", 2)[0]
-	if strings.EqualFold(first, ".git") {
-		return "", fmt.Errorf("path %q is inside .git", p)
+	for _, part := range strings.Split(filepath.ToSlash(clean), "/") {
+		// git refuses a .git anywhere in a path: a clone would fail on it.
+		if strings.EqualFold(part, ".git") {
+			return "", fmt.Errorf("path %q has a .git component", p)
+		}
 	}
 	if strings.HasSuffix(p, "/") {
 		return "", fmt.Errorf("path %q names a directory", p)
@@ -247,8 +250,14 @@ func (cm *committer) loop() {
 }
 
 // gitStore opens the repository in-process, once.
-func (cm *committer) gitStore() (*gitStore, error) {
+func (cm *committer) gitStore(log *slog.Logger) (*gitStore, error) {
 	if cm.store == nil {
+		// regflow writes the index only under the directory lock, which
+		// this goroutine holds: an index.lock older than this process was
+		// left by a regflow that died while writing.
+		if err := cm.repo.clearStaleLock(log, time.Since(processStart)); err != nil {
+			return nil, err
+		}
 		gs, err := openGitStore(cm.repo.dir)
 		if err != nil {
 			return nil, err
@@ -256,10 +265,17 @@ func (cm *committer) gitStore() (*gitStore, error) {
 		if err := gs.findLagging(cm.g.branch); err != nil {
 			return nil, engine.Transient(fmt.Errorf("compare the index with %s: %w", cm.g.branch, err))
 		}
+		if gs.rebuilt != "" {
+			log.Warn("git checkout repaired", "repo", cm.repo.dir, "what", gs.rebuilt)
+			gs.rebuilt = ""
+		}
 		cm.store = gs
 	}
 	return cm.store, nil
 }
+
+// processStart is when this regflow started.
+var processStart = time.Now()
 
 // run makes one commit of a batch of records.
 func (cm *committer) run(batch []*commitRequest) {
@@ -274,16 +290,29 @@ func (cm *committer) run(batch []*commitRequest) {
 	unlock := lockRepo(cm.repo.dir)
 	defer unlock()
 	r := cm.repo
+	// Another regflow process may commit to the same repository: the
+	// directory lock serializes them, and the system releases it when a
+	// process dies.
+	if err := os.MkdirAll(r.dir, 0o750); err != nil {
+		failAll(engine.Permanent(fmt.Errorf("create repository: %w", err)))
+		return
+	}
+	dl, err := dirlock.Acquire(r.dir)
+	if err != nil {
+		failAll(engine.Transient(fmt.Errorf("lock repository: %w", err)))
+		return
+	}
+	defer dl.Unlock()
 	if err := r.ensure(ctx, cm.g.branch); err != nil {
 		failAll(err)
 		return
 	}
-	if err := r.clearStaleLock(batch[0].log); err != nil {
+	gs, err := cm.gitStore(batch[0].log)
+	if err != nil {
 		failAll(err)
 		return
 	}
-	gs, err := cm.gitStore()
-	if err != nil {
+	if err := r.clearStaleLock(batch[0].log, staleLock); err != nil {
 		failAll(err)
 		return
 	}
@@ -435,13 +464,13 @@ var errDiffers = errors.New("differs")
 // power) rather than the mark of one at work.
 const staleLock = 2 * time.Minute
 
-// clearStaleLock removes an index.lock older than staleLock. Within this
+// clearStaleLock removes an index.lock older than age. Within this
 // process the repository lock serializes git, so a lock file is another
 // process's, alive or dead.
-func (r *gitRepo) clearStaleLock(log *slog.Logger) error {
+func (r *gitRepo) clearStaleLock(log *slog.Logger, age time.Duration) error {
 	lock := filepath.Join(r.dir, ".git", "index.lock")
 	st, err := os.Stat(lock)
-	if err != nil || time.Since(st.ModTime()) < staleLock {
+	if err != nil || time.Since(st.ModTime()) < age {
 		return nil
 	}
 	log.Warn("removing a stale git lock", "path", lock, "age", time.Since(st.ModTime()).Round(time.Second).String())
@@ -453,11 +482,10 @@ func (r *gitRepo) clearStaleLock(log *slog.Logger) error {
 
 // ensure creates the repository when it does not exist yet.
 func (r *gitRepo) ensure(ctx context.Context, branch string) error {
-	if _, err := os.Stat(filepath.Join(r.dir, ".git")); err == nil {
-		return nil
-	}
-	if err := os.MkdirAll(r.dir, 0o750); err != nil {
-		return engine.Permanent(fmt.Errorf("create repository: %w", err))
+	for _, marker := range []string{".git", "HEAD"} { // a checkout, or a bare repository
+		if _, err := os.Stat(filepath.Join(r.dir, marker)); err == nil {
+			return nil
+		}
 	}
 	_, err := r.git(ctx, nil, "init", "--quiet", "--initial-branch="+branch)
 	return err

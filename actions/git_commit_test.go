@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"regflow/actions"
 	"regflow/engine"
@@ -196,10 +197,11 @@ func TestGitCommitPathEscape(t *testing.T) {
 		{"parent directories", "record", "../../tmp/x", `path "users/../../tmp/x.json" leaves the repository`},
 		{"parent of the repository", "raw", "../escaped.json", `path "../escaped.json" leaves the repository`},
 		{"absolute path", "raw", outside, fmt.Sprintf("path %q leaves the repository", outside)},
-		{"git config", "raw", ".git/config", `path ".git/config" is inside .git`},
-		{"git config in capitals", "raw", ".GIT/config", `path ".GIT/config" is inside .git`},
+		{"git config", "raw", ".git/config", `path ".git/config" has a .git component`},
+		{"git config in capitals", "raw", ".GIT/config", `path ".GIT/config" has a .git component`},
 		{"git hook through a detour", "raw", "users/../.git/hooks/post-commit",
-			`path "users/../.git/hooks/post-commit" is inside .git`},
+			`path "users/../.git/hooks/post-commit" has a .git component`},
+		{"nested repository", "raw", "users/.git/config", `path "users/.git/config" has a .git component`},
 		{"directory", "raw", "users/", `path "users/" names a directory`},
 		{"empty", "raw", "", "path rendered empty"},
 		{"line break", "raw", "users/a\nb.json", `path "users/a\nb.json" contains a control character`},
@@ -524,5 +526,68 @@ func TestGitIndexCatchesUp(t *testing.T) {
 	wantOK(t, e.run("record", "verify.bo", request("bo")), "record")
 	if st := git(t, repo, "status", "--porcelain"); st != "" {
 		t.Fatalf("git status after the next commit:\n%s", st)
+	}
+}
+
+// TestGitCorruptIndexRebuilt: an index left half-written (a crash of some
+// other git, a full disk) does not stop commits: regflow rebuilds it from
+// the branch's head and git status is clean afterwards.
+func TestGitCorruptIndexRebuilt(t *testing.T) {
+	hermeticGit(t)
+	logs := &logBuffer{}
+	e := newEnv(t, gitPipelines, withLogs(logs))
+	wantOK(t, e.run("record", "verify.ana", request("ana")), "record")
+	repo := filepath.Join(e.root, "var/users")
+	writeFile(t, filepath.Join(repo, ".git/index"), "DIRC\x00\x00\x00\x02garbage")
+	actions.ForgetCommitters()
+	wantOK(t, e.run("record", "verify.bo", request("bo")), "record")
+	if st := git(t, repo, "status", "--porcelain"); st != "" {
+		t.Fatalf("git status after the rebuild:\n%s", st)
+	}
+	if got := git(t, repo, "ls-files"); got != "users/ana.json\nusers/bo.json" {
+		t.Errorf("index lists %q", got)
+	}
+	if !strings.Contains(logs.String(), "git checkout repaired") {
+		t.Errorf("the rebuild was not logged:\n%s", logs.String())
+	}
+}
+
+// TestGitStaleIndexLockFromDeadProcess: an index.lock older than this
+// process was left by a regflow that died mid-write; it is removed at the
+// first commit instead of failing every commit for two minutes.
+func TestGitStaleIndexLockFromDeadProcess(t *testing.T) {
+	hermeticGit(t)
+	e := newEnv(t, gitPipelines)
+	wantOK(t, e.run("record", "verify.ana", request("ana")), "record")
+	repo := filepath.Join(e.root, "var/users")
+	lock := filepath.Join(repo, ".git/index.lock")
+	writeFile(t, lock, "")
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(lock, old, old); err != nil {
+		t.Fatal(err)
+	}
+	actions.ForgetCommitters()
+	wantOK(t, e.run("record", "verify.bo", request("bo")), "record")
+	if _, err := os.Stat(lock); !os.IsNotExist(err) {
+		t.Errorf("index.lock still there: %v", err)
+	}
+	if st := git(t, repo, "status", "--porcelain"); st != "" {
+		t.Fatalf("git status:\n%s", st)
+	}
+}
+
+// TestGitBareRepository: a repo that is a bare repository gets commits
+// on its branch and no checkout made inside it.
+func TestGitBareRepository(t *testing.T) {
+	hermeticGit(t)
+	e := newEnv(t, gitPipelines)
+	repo := filepath.Join(e.root, "var/users")
+	git(t, e.root, "init", "--quiet", "--bare", "--initial-branch=main", repo)
+	wantOK(t, e.run("record", "verify.ana", request("ana")), "record")
+	if _, err := os.Stat(filepath.Join(repo, ".git")); !os.IsNotExist(err) {
+		t.Errorf("a checkout was made inside the bare repository: %v", err)
+	}
+	if got := git(t, repo, "ls-tree", "-r", "--name-only", "main"); got != "users/ana.json" {
+		t.Errorf("main holds %q", got)
 	}
 }

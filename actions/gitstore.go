@@ -1,6 +1,7 @@
 package actions
 
 import (
+	"bufio"
 	"bytes"
 	"compress/zlib"
 	"errors"
@@ -49,9 +50,12 @@ type gitStore struct {
 	indexTime time.Time    // to notice a change made by anyone else
 
 	// lagging holds the committed records the checkout's index does not
-	// show yet, by path: the index is brought up to date after the
-	// commit's steps have their answer, and again after a failure.
+	// show yet, by path: the index is brought up to date after each
+	// commit, and again after a failure.
 	lagging map[string]plumbing.Hash
+
+	rebuilt string // why the index was rebuilt, to be logged once; "" if it was not
+	dirty   bool   // the index in memory must be written even if no record lags
 }
 
 func openGitStore(dir string) (*gitStore, error) {
@@ -321,6 +325,7 @@ func (g *gitStore) findLagging(branch string) error {
 	if err != nil {
 		return nil // no commit yet
 	}
+	g.head = ref.Hash()
 	c, err := g.repo.CommitObject(ref.Hash())
 	if err != nil {
 		return err
@@ -358,7 +363,7 @@ func (g *gitStore) lag(recs []record, blobs map[string]plumbing.Hash) {
 // syncIndex brings the checkout's index up to date with what was
 // committed. A failure leaves the records lagging for the next try.
 func (g *gitStore) syncIndex() error {
-	if g.bare || len(g.lagging) == 0 {
+	if g.bare || len(g.lagging) == 0 && !g.dirty {
 		return nil
 	}
 	if err := g.updateIndex(g.lagging); err != nil {
@@ -443,7 +448,7 @@ func (g *gitStore) updateIndex(blobs map[string]plumbing.Hash) error {
 		}
 		updates = append(updates, update{rel, fi})
 	}
-	if len(updates) == 0 {
+	if len(updates) == 0 && !g.dirty {
 		return nil
 	}
 	lock := filepath.Join(g.gitDir, "index.lock")
@@ -455,7 +460,7 @@ func (g *gitStore) updateIndex(blobs map[string]plumbing.Hash) error {
 		return engine.Transient(fmt.Errorf("update index: %w", err))
 	}
 	f.Close()
-	defer os.Remove(lock)
+	defer os.Remove(lock) // gone already when the new index was renamed into place
 	for _, u := range updates {
 		e, err := idx.Entry(u.rel)
 		if err != nil {
@@ -470,11 +475,11 @@ func (g *gitStore) updateIndex(blobs map[string]plumbing.Hash) error {
 	}
 	sort.Slice(idx.Entries, func(i, j int) bool { return idx.Entries[i].Name < idx.Entries[j].Name })
 	idx.Cache = nil // the tree cache extension no longer matches
-	if err := g.repo.Storer.SetIndex(idx); err != nil {
+	if err := g.writeIndex(idx, lock); err != nil {
 		g.index = nil
 		return engine.Transient(fmt.Errorf("write index: %w", err))
 	}
-	g.index = idx
+	g.index, g.dirty = idx, false
 	if fi, err := os.Stat(filepath.Join(g.gitDir, "index")); err == nil {
 		g.indexSize, g.indexTime = fi.Size(), fi.ModTime()
 	} else {
@@ -483,8 +488,32 @@ func (g *gitStore) updateIndex(blobs map[string]plumbing.Hash) error {
 	return nil
 }
 
+// writeIndex writes idx as git does: into the lock file, which becomes the
+// index by a rename, so a crash leaves the old index or the new one, never
+// half of one.
+func (g *gitStore) writeIndex(idx *index.Index, lock string) error {
+	f, err := os.OpenFile(lock, os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	if err := index.NewEncoder(w).Encode(idx); err != nil {
+		f.Close()
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(lock, filepath.Join(g.gitDir, "index"))
+}
+
 // readIndex returns the index, decoding the file only when someone other
-// than regflow changed it since regflow wrote it.
+// than regflow changed it since regflow wrote it. An index that cannot be
+// read is rebuilt from the branch's head.
 func (g *gitStore) readIndex() (*index.Index, error) {
 	if g.index != nil {
 		if fi, err := os.Stat(filepath.Join(g.gitDir, "index")); err == nil &&
@@ -493,5 +522,40 @@ func (g *gitStore) readIndex() (*index.Index, error) {
 		}
 	}
 	g.index = nil
-	return g.repo.Storer.Index()
+	idx, err := g.repo.Storer.Index()
+	if err == nil {
+		return idx, nil
+	}
+	if g.head.IsZero() {
+		return nil, err
+	}
+	g.rebuilt = fmt.Sprintf("the index could not be read (%v) and was rebuilt from %s", err, g.head.String()[:7])
+	g.dirty = true
+	return g.indexFromHead()
+}
+
+// indexFromHead makes an index that shows the head's files, as
+// git reset would: what a corrupt index is replaced with.
+func (g *gitStore) indexFromHead() (*index.Index, error) {
+	c, err := g.repo.CommitObject(g.head)
+	if err != nil {
+		return nil, err
+	}
+	tree, err := c.Tree()
+	if err != nil {
+		return nil, err
+	}
+	idx := &index.Index{Version: 2}
+	err = tree.Files().ForEach(func(f *object.File) error {
+		e := idx.Add(f.Name)
+		e.Hash, e.Mode = f.Hash, f.Mode
+		if fi, err := os.Stat(filepath.Join(g.dir, f.Name)); err == nil {
+			e.Size, e.ModifiedAt = uint32(fi.Size()), fi.ModTime()
+			if sys, ok := statOf(fi); ok {
+				e.Dev, e.Inode, e.UID, e.GID, e.CreatedAt = sys.dev, sys.ino, sys.uid, sys.gid, sys.ctime
+			}
+		}
+		return nil
+	})
+	return idx, err
 }

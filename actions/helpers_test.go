@@ -616,3 +616,26 @@ func addressesOf(list []mailpitAddress) []string {
 	}
 	return out
 }
+
+// logBuffer collects log lines written from any goroutine.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// withLogs makes the services log as text into b.
+func withLogs(b *logBuffer) func(*engine.Services) {
+	return func(s *engine.Services) { s.Logger = slog.New(slog.NewTextHandler(b, nil)) }
+}
