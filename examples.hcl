@@ -95,7 +95,7 @@ pipeline "tour_request" {
       "len(msg.fullname) <= 200"                 = "fullname: at most 200 characters"
     }
     unique = { email = "Email already exists" }
-    owner  = "username" # who a unique value belongs to
+    owner  = ["username"] # who a unique value belongs to
   }
 
   # allocate_uid: the same user always gets the same ids; adds uid, gid.

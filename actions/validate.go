@@ -2,6 +2,7 @@ package actions
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/mail"
@@ -54,8 +55,12 @@ var Validate = &engine.ActionSpec{
 			Doc: "Fields whose value may belong to one owner only, with the message when another owner " +
 				"holds it. Checked last, and claimed for the owner when everything else passed.",
 			Example: `unique = { email = "Email already exists" }`},
-		{Name: "owner", Kind: engine.AttrString, Default: `"username"`,
-			Doc: "Field naming who a unique value belongs to; the same owner may send it again."},
+		{Name: "owner", Kind: engine.AttrStrings, Default: `["username"]`,
+			Doc: "Fields naming who a unique value belongs to; the same owner may send it again. " +
+				"With several fields the owner is all of their values together, so " +
+				"`unique = { username = …, email = … }` with `owner = [\"username\", \"email\"]` " +
+				"keeps a username and an address paired: neither can be registered again with another partner.",
+			Example: `owner = ["username", "email"]`},
 	},
 	Idempotent: true,
 	New:        newValidate,
@@ -70,7 +75,7 @@ type validate struct {
 	multiline map[string]bool
 	rules     []engine.Rule
 	unique    []engine.Pair
-	owner     string
+	owner     []string
 	maxLen    int
 	maxMulti  int
 }
@@ -83,7 +88,7 @@ func newValidate(c *engine.StepConfig) (engine.Action, error) {
 		words:     c.Strings("routing_words"),
 		rules:     c.Rules("rules"),
 		unique:    c.StringMap("unique"),
-		owner:     c.String("owner", "username"),
+		owner:     c.Strings("owner"),
 		maxLen:    c.Int("max_length", 256),
 		maxMulti:  c.Int("max_multiline", 4096),
 		reserved:  map[string]bool{},
@@ -115,10 +120,19 @@ func newValidate(c *engine.StepConfig) (engine.Action, error) {
 				p.Key, didYouMean(p.Key, c.Schema.Names()))
 		}
 	}
+	if !c.Has("owner") {
+		v.owner = []string{"username"}
+	}
+	if len(v.owner) == 0 {
+		return nil, c.Errorf("owner", "Empty owner", "owner must name at least one message field.")
+	}
 	if len(v.unique) > 0 {
-		if _, ok := c.Schema[v.owner]; !ok {
-			return nil, c.Errorf("owner", "Unknown message field",
-				"owner names the field %q, which the message block does not declare.", v.owner)
+		for _, f := range v.owner {
+			if _, ok := c.Schema[f]; !ok {
+				return nil, c.Errorf("owner", "Unknown message field",
+					"owner names the field %q, which the message block does not declare.%s",
+					f, didYouMean(f, c.Schema.Names()))
+			}
 		}
 	}
 	return v, nil
@@ -213,18 +227,23 @@ func (v *validate) claim(ctx context.Context, c *engine.Call) error {
 	if len(v.unique) == 0 {
 		return nil
 	}
-	owner := engine.FormatValue(c.Msg[v.owner])
-	if owner == "" {
-		return engine.Permanent(fmt.Errorf("%s: is required to check unique values", v.owner))
+	parts := make([]string, len(v.owner))
+	for i, f := range v.owner {
+		parts[i] = claimValue(f, c.Msg[f])
+		if parts[i] == "" {
+			return engine.Permanent(fmt.Errorf("%s: is required to check unique values", f))
+		}
+	}
+	owner := parts[0]
+	if len(parts) > 1 {
+		b, _ := json.Marshal(parts) // unambiguous whatever the values hold
+		owner = string(b)
 	}
 	claims := make([]engine.Claim, 0, len(v.unique))
 	for _, p := range v.unique {
-		val := engine.FormatValue(c.Msg[p.Key])
+		val := claimValue(p.Key, c.Msg[p.Key])
 		if val == "" {
 			continue
-		}
-		if p.Key == "email" || strings.Contains(val, "@") {
-			val = strings.ToLower(val)
 		}
 		claims = append(claims, engine.Claim{Field: p.Key, Value: val, Message: p.Value})
 	}
@@ -236,6 +255,16 @@ func (v *validate) claim(ctx context.Context, c *engine.Call) error {
 		return engine.Permanent(errors.New(conflict.Message))
 	}
 	return nil
+}
+
+// claimValue is the value of a field as claims compare it: addresses
+// ignore case.
+func claimValue(field string, v any) string {
+	s := engine.FormatValue(v)
+	if field == "email" || strings.Contains(s, "@") {
+		s = strings.ToLower(s)
+	}
+	return s
 }
 
 // CheckUsername reports why name is not a portable POSIX user name, or is

@@ -294,6 +294,46 @@ func TestValidateUnique(t *testing.T) {
 	}
 }
 
+// TestValidateUniquePair: with owner = [username, email] a username and
+// its address stay paired. Another address cannot take the username (its
+// record would be overwritten), and a refused request claims nothing.
+func TestValidateUniquePair(t *testing.T) {
+	const pipeline = `
+pipeline "register" {
+  on = ["request.*"]
+  validate "request" {
+    unique = { username = "Username already exists", email = "Email already exists" }
+    owner  = ["username", "email"]
+  }
+}
+`
+	e := newEnv(t, pipeline)
+	steps := []struct {
+		name, user, email, wantErr string
+	}{
+		{"first", "ana", "ana@example.org", ""},
+		{"same pair again, other case", "ana", "Ana@Example.org", ""},
+		{"username with another address", "ana", "other@example.org", "Username already exists"},
+		{"address with another username", "bob", "ana@example.org", "Email already exists"},
+		{"the refused address is still free", "cid", "other@example.org", ""},
+		{"the refused username is still free", "bob", "bob@example.org", ""},
+	}
+	for _, s := range steps {
+		res := e.run("register", "request."+s.user, request(s.user, "email", s.email))
+		if s.wantErr == "" {
+			wantOK(t, res, "request")
+			continue
+		}
+		wantFailed(t, res, "request", s.wantErr)
+	}
+	if n := count(t, e.svc.Store, `SELECT COUNT(*) FROM claims`); n != 6 {
+		t.Errorf("claims = %d; want 6 (username and email of ana, cid and bob)", n)
+	}
+	if n := count(t, e.svc.Store, `SELECT COUNT(*) FROM claims WHERE owner = '["ana","ana@example.org"]'`); n != 2 {
+		t.Errorf("claims of ana's pair = %d; want 2", n)
+	}
+}
+
 // TestValidateUniqueAllOrNothing checks that a conflict on one field
 // claims none of the request's other values.
 func TestValidateUniqueAllOrNothing(t *testing.T) {
@@ -363,8 +403,12 @@ func TestValidateConfig(t *testing.T) {
 			`required names the field "usernme", which the message block does not declare. Did you mean "username"?`},
 		{"unknown unique field", `unique = { mail = "taken" }`, "Unknown message field",
 			`unique names the field "mail", which the message block does not declare. Did you mean "email"?`},
-		{"unknown owner", "unique = { email = \"taken\" }\n    owner = \"user\"", "Unknown message field",
-			`owner names the field "user", which the message block does not declare.`},
+		{"unknown owner", "unique = { email = \"taken\" }\n    owner = [\"usernam\"]", "Unknown message field",
+			`owner names the field "usernam", which the message block does not declare. Did you mean "username"?`},
+		{"owner as a string", "unique = { email = \"taken\" }\n    owner = \"username\"", "Expected a list",
+			`The argument "owner" must be a list in brackets, such as ["a", "b"].`},
+		{"empty owner", "unique = { email = \"taken\" }\n    owner = []", "Empty owner",
+			`owner must name at least one message field.`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -684,3 +684,68 @@ func TestQueueArgumentMismatch(t *testing.T) {
 		t.Fatalf("Run = %v\nwant one line starting %q", err, want)
 	}
 }
+
+// TestRegistrationAnsweredPerRequest: two requests for one username, the
+// second sent while the first is still open (a double click), each get an
+// answer of their own.
+func TestRegistrationAnsweredPerRequest(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(dir+"/p.hcl", []byte(`
+broker {
+  exchange     = env("REGFLOW_EXCHANGE")
+  queue_prefix = env("REGFLOW_QUEUE_PREFIX")
+}
+message {
+  username  = string
+  queuename = string
+  asked     = string
+}
+track "registration" {
+  id       = "{{ msg.username }}"
+  start    = ["request.*"]
+  finish   = ["completed.*"]
+  deadline = "30s"
+  on_timeout {
+    publish "reply" { routing_key = "completed.{{ msg.queuename }}" }
+  }
+}
+pipeline "slow" {
+  on = ["request.*"]
+  exec "wait" { command = ["sleep", "0.5"] }
+  publish "done" { routing_key = "completed.{{ msg.queuename }}" }
+}`), 0o644)
+	le := startEngine(t, dir)
+	conn := dialTest(t)
+	ch, _ := conn.Channel()
+	q, _ := ch.QueueDeclare("", false, true, true, false, nil)
+	ch.QueueBind(q.Name, "completed.*", le.exchange, false, nil)
+	for _, id := range []string{"req-1", "req-2"} {
+		ch.PublishWithContext(context.Background(), le.exchange, "request.ana", false, false,
+			amqp.Publishing{Body: []byte(`{"username":"ana","queuename":"ana","asked":"` + id + `"}`), MessageId: id})
+	}
+	asked := map[string]int{}
+	for start := time.Now(); time.Since(start) < 5*time.Second && len(asked) < 2; {
+		d, ok, err := ch.Get(q.Name, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		m, _ := engine.DecodeMessage(d.Body)
+		asked[fmt.Sprint(m["asked"])]++
+	}
+	time.Sleep(300 * time.Millisecond) // room for a wrong third answer
+	for {
+		d, ok, _ := ch.Get(q.Name, true)
+		if !ok {
+			break
+		}
+		m, _ := engine.DecodeMessage(d.Body)
+		asked[fmt.Sprint(m["asked"])]++
+	}
+	if asked["req-1"] != 1 || asked["req-2"] != 1 || len(asked) != 2 {
+		t.Fatalf("answers per request = %v; want one each for req-1 and req-2", asked)
+	}
+}

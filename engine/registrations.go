@@ -93,15 +93,16 @@ WHERE registrations.state != 'open' AND registrations.start_message != excluded.
 }
 
 // CloseRegistration records that the answer with message id by is about
-// to be published. It reports whether the answer may go out: yes when the
-// registration was open, or was closed by this same answer before (a
-// replay); no when it timed out or another answer closed it. state is
-// the registration's state before the call, "" when it is not tracked.
+// to be published. It reports whether the answer may go out: yes unless
+// the registration timed out, whose answer on_timeout gave already. A
+// registration answered already may be answered again: a second request
+// that arrived while the first was open waits for an answer of its own.
+// state is the registration's state before the call, "" when it is not
+// tracked.
 func (s *Store) CloseRegistration(ctx context.Context, tracker, id, by string) (state string, ok bool, err error) {
 	err = s.write(ctx, func(tx *wtx) error {
-		var closedBy string
-		err := tx.QueryRow(`SELECT state, closed_by FROM registrations WHERE tracker = ? AND id = ?`,
-			tracker, id).Scan(&state, &closedBy)
+		err := tx.QueryRow(`SELECT state FROM registrations WHERE tracker = ? AND id = ?`,
+			tracker, id).Scan(&state)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			state, ok = "", true
@@ -115,7 +116,7 @@ func (s *Store) CloseRegistration(ctx context.Context, tracker, id, by string) (
 			ok = err == nil
 			return storeErr("close registration", err)
 		}
-		ok = closedBy == by
+		ok = state != RegTimedOut
 		return nil
 	})
 	return state, ok, err

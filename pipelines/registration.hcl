@@ -74,7 +74,10 @@ pipeline "get_next_uid_gid" {
     rules = {
       "msg.queuename == queuename(msg.username)" = "queuename: must be the username encoded for a routing key"
     }
-    unique = { email = "Email already exists" }
+    # A username and its address stay paired: the same request may come
+    # again, but neither may be registered with another partner.
+    unique = { username = "Username already exists", email = "Email already exists" }
+    owner  = ["username", "email"]
   }
 
   allocate_uid "ids" {

@@ -81,6 +81,35 @@ test "a second account with the same email is refused" {
   }
 }
 
+test "a taken username with another email is refused" {
+  setup {
+    key = "request.ana%2Elima"
+    message = {
+      username  = "ana.lima"
+      queuename = "ana%2Elima"
+      email     = "ana.lima@example.org"
+      fullname  = "Ana Lima"
+    }
+  }
+
+  key = "request.ana%2Elima"
+  message = {
+    username  = "ana.lima"
+    queuename = "ana%2Elima"
+    email     = "someone.else@example.org"
+    fullname  = "Someone Else"
+  }
+
+  expect {
+    publish "completed.ana%2Elima" {
+      success = false
+      errmsg  = ["request: Username already exists"]
+    }
+    no_publish = ["verify.ana%2Elima"]
+    mails      = 0
+  }
+}
+
 test "a username that is not a POSIX name is refused" {
   key = "request.2024lab"
   message = {

@@ -232,7 +232,7 @@ func TestReferenceCurrent(t *testing.T) {
 
 func TestPipelineTests(t *testing.T) {
 	code, out, errOut := runCLI(t, "test", "../../pipelines")
-	if code != 0 || !strings.HasSuffix(out, "7 passed, 0 failed\n") {
+	if code != 0 || !strings.HasSuffix(out, "8 passed, 0 failed\n") {
 		t.Fatalf("regflow test pipelines: exit %d\n%s%s", code, out, errOut)
 	}
 
