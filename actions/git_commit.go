@@ -33,12 +33,15 @@ var GitCommit = &engine.ActionSpec{
 		{Name: "repo", Kind: engine.AttrString, Required: true,
 			Doc: "Repository directory, created with git init when missing.", Example: `repo = "var/users"`},
 		{Name: "path", Kind: engine.AttrTemplate, Required: true,
-			Doc:     "File inside the repository. It must stay inside: no .., no absolute path, not under .git.",
+			Doc:     "File inside the repository. It must stay inside: no .., no absolute path, no .git component.",
 			Example: `path = "users/{{ msg.username }}.json"`},
 		{Name: "content", Kind: engine.AttrTemplate, Default: "the message as indented JSON",
-			Doc: "What the file holds."},
+			Doc: "What the file holds. The default leaves out success and errmsg, which describe " +
+				"the run rather than the record."},
 		{Name: "message", Kind: engine.AttrTemplate, Default: `"Update <path>"`,
-			Doc: "Commit message, kept exactly as rendered."},
+			Doc: "Commit message, kept exactly as rendered when the commit holds this record alone. " +
+				"Records committed together make one commit: its subject is the first record's " +
+				"message with \"and N more\", its body every record's message."},
 		{Name: "author", Kind: engine.AttrString, Default: `"regflow <regflow@localhost>"`,
 			Doc: "Author and committer of the commits."},
 		{Name: "push", Kind: engine.AttrBool, Default: "false",
@@ -95,6 +98,23 @@ func lockRepo(dir string) func() {
 	return mu.Unlock
 }
 
+// recordOf is the message as a record: without the fields that say how
+// the run went.
+func recordOf(m engine.Message) engine.Message {
+	if _, ok := m["success"]; !ok {
+		if _, ok := m["errmsg"]; !ok {
+			return m
+		}
+	}
+	rec := make(engine.Message, len(m))
+	for k, v := range m {
+		if k != "success" && k != "errmsg" {
+			rec[k] = v
+		}
+	}
+	return rec
+}
+
 // SafeRelPath checks that p names a file inside a repository: relative,
 // without "..", not in .git, without control characters.
 func SafeRelPath(p string) (string, error) {
@@ -136,7 +156,7 @@ func (g *gitCommit) Run(ctx context.Context, c *engine.Call) error {
 		}
 		content = []byte(s)
 	} else {
-		content, err = json.MarshalIndent(c.Msg, "", "  ")
+		content, err = json.MarshalIndent(recordOf(c.Msg), "", "  ")
 		if err != nil {
 			return engine.Permanent(fmt.Errorf("encode record: %w", err))
 		}

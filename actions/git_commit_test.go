@@ -73,12 +73,10 @@ func TestGitCommitCreatesRepository(t *testing.T) {
 	}
 	const want = `{
   "email": "ana@example.org",
-  "errmsg": [],
   "fullname": "Ana Lima",
   "gid": 10001,
   "queuename": "ana",
   "reason": "thesis",
-  "success": true,
   "uid": 10001,
   "username": "ana"
 }
