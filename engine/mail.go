@@ -332,6 +332,9 @@ func (s *SMTP) session(ctx context.Context) (*mail.Client, bool, error) {
 	if err != nil {
 		return nil, false, Permanent(fmt.Errorf("smtp client: %w", err))
 	}
+	if err := s.limit(ctx, c); err != nil {
+		return nil, false, err
+	}
 	if err := c.DialWithContext(ctx); err != nil {
 		return nil, false, classifySMTP(s.cfg, err)
 	}
@@ -351,6 +354,10 @@ func (s *SMTP) Send(ctx context.Context, m *Mail) error {
 		if err != nil {
 			return err
 		}
+		if err := s.limit(ctx, c); err != nil {
+			c.Close()
+			return err
+		}
 		err = c.Send(msg)
 		if err == nil {
 			select {
@@ -367,6 +374,22 @@ func (s *SMTP) Send(ctx context.Context, m *Mail) error {
 		}
 		return classifySMTP(s.cfg, err)
 	}
+}
+
+// limit makes each network wait of c end by the context's deadline (the
+// step's timeout), or after the configured timeout when that comes first.
+// go-mail takes no context for a send; its per-command deadline is the
+// way to bound one.
+func (s *SMTP) limit(ctx context.Context, c *mail.Client) error {
+	d := s.cfg.Timeout
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		if left <= 0 {
+			return Transient(fmt.Errorf("smtp %s:%d: %w", s.cfg.Host, s.cfg.Port, context.DeadlineExceeded))
+		}
+		d = min(d, left)
+	}
+	return mail.WithTimeout(d)(c)
 }
 
 // Close ends the idle sessions.
