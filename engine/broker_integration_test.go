@@ -137,6 +137,13 @@ func (s *syncBuffer) String() string {
 
 func startEngine(t *testing.T, paths ...string) *liveEngine {
 	t.Helper()
+	return startEngineWith(t, nil, paths...)
+}
+
+// startEngineWith is startEngine with adjust applied to the engine before
+// it runs.
+func startEngineWith(t *testing.T, adjust func(*engine.Engine), paths ...string) *liveEngine {
+	t.Helper()
 	conn := dialTest(t)
 	id := fmt.Sprintf("t%d", time.Now().UnixNano())
 	t.Setenv("REGFLOW_EXCHANGE", "RegUsr-"+id)
@@ -160,6 +167,9 @@ func startEngine(t *testing.T, paths ...string) *liveEngine {
 	le := &liveEngine{cfg: cfg, svc: svc, exchange: cfg.Broker.Exchange, dir: dir, done: make(chan error, 1),
 		logs: logs}
 	le.eng = engine.NewEngine(cfg, amqpURL(), svc)
+	if adjust != nil {
+		adjust(le.eng)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	le.cancel = cancel
 	go func() { le.done <- le.eng.Run(ctx) }()
@@ -748,4 +758,98 @@ pipeline "slow" {
 	if asked["req-1"] != 1 || asked["req-2"] != 1 || len(asked) != 2 {
 		t.Fatalf("answers per request = %v; want one each for req-1 and req-2", asked)
 	}
+}
+
+// TestTopologyRepaired: an exchange deleted under a running regflow is
+// declared again with its queues' bindings, and a deleted queue is
+// declared again by a new session; messages flow again without a restart.
+func TestTopologyRepaired(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(dir+"/p.hcl", []byte(`
+broker {
+  exchange     = env("REGFLOW_EXCHANGE")
+  queue_prefix = env("REGFLOW_QUEUE_PREFIX")
+}
+message {
+  username  = string
+  queuename = string
+}
+pipeline "answer" {
+  on = ["request.*"]
+  publish "done" { routing_key = "completed.{{ msg.queuename }}" }
+}`), 0o644)
+	le := startEngineWith(t, func(e *engine.Engine) { e.TopologyInterval = 200 * time.Millisecond }, dir)
+	conn := dialTest(t)
+	ch, _ := conn.Channel()
+
+	// ask publishes a request for user and waits for its answer on a
+	// queue bound now, since deleting the exchange removes bindings.
+	ask := func(user string) error {
+		q, err := ch.QueueDeclare("", false, true, true, false, nil)
+		if err != nil {
+			return err
+		}
+		defer ch.QueueDelete(q.Name, false, false, false)
+		if err := ch.QueueBind(q.Name, "completed."+user, le.exchange, false, nil); err != nil {
+			return err
+		}
+		body := fmt.Sprintf(`{"username":%q,"queuename":%q}`, user, user)
+		if err := ch.PublishWithContext(context.Background(), le.exchange, "request."+user, false, false,
+			amqp.Publishing{Body: []byte(body), MessageId: "req-" + user}); err != nil {
+			return err
+		}
+		for start := time.Now(); time.Since(start) < 10*time.Second; time.Sleep(50 * time.Millisecond) {
+			if _, ok, err := ch.Get(q.Name, true); err != nil || ok {
+				return err
+			}
+		}
+		return fmt.Errorf("no completed.%s within 10s", user)
+	}
+
+	if err := ch.ExchangeDelete(le.exchange, false, false); err != nil {
+		t.Fatal(err)
+	}
+	if !le.waitLog("the exchange was missing", 5*time.Second) {
+		t.Fatalf("the deleted exchange was not declared again; log:\n%s", le.logs.String())
+	}
+	if err := ask("ana"); err != nil {
+		t.Fatalf("after the exchange was deleted: %v", err)
+	}
+
+	queue := le.cfg.Pipelines[0].Queue
+	if _, err := ch.QueueDelete(queue, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	if !le.waitLog("was queue "+queue+" deleted?", 5*time.Second) {
+		t.Fatalf("the cancelled consumer went unnoticed; log:\n%s", le.logs.String())
+	}
+	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		pch, err := conn.Channel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := pch.QueueDeclarePassive(queue, true, false, false, false, nil)
+		if err == nil {
+			pch.Close()
+			if q.Consumers > 0 {
+				break
+			}
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("queue %s has no consumer again after 10s (%v); log:\n%s", queue, err, le.logs.String())
+		}
+	}
+	if err := ask("bo"); err != nil {
+		t.Fatalf("after the queue was deleted: %v", err)
+	}
+}
+
+// waitLog waits until the engine's log holds text.
+func (le *liveEngine) waitLog(text string, within time.Duration) bool {
+	for start := time.Now(); time.Since(start) < within; time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(le.logs.String(), text) {
+			return true
+		}
+	}
+	return false
 }

@@ -28,6 +28,11 @@ type Engine struct {
 	// flight; those still running after it are left for redelivery.
 	DrainTimeout time.Duration
 
+	// TopologyInterval is how often a session declares its exchanges,
+	// queues and bindings again, so that an exchange deleted and
+	// re-created by hand gets its bindings back.
+	TopologyInterval time.Duration
+
 	pub          sessionPublisher
 	redeliveries redeliveryLog
 	ready        atomic.Bool
@@ -38,7 +43,8 @@ type Engine struct {
 // NewEngine returns an engine for cfg on the broker at url. svc supplies
 // store, mailer and command runner; its Publisher is set by the engine.
 func NewEngine(cfg *Config, url string, svc *Services) *Engine {
-	e := &Engine{cfg: cfg, url: url, DrainTimeout: 30 * time.Second, catchAll: map[string]bool{}}
+	e := &Engine{cfg: cfg, url: url, DrainTimeout: 30 * time.Second, TopologyInterval: 30 * time.Second,
+		catchAll: map[string]bool{}}
 	svc.Publisher = &e.pub
 	e.runner = NewRunner(cfg, svc)
 	e.log = svc.Logger
@@ -151,6 +157,7 @@ func (e *Engine) session(ctx context.Context) error {
 	defer cancelWork()
 	var loops, handlers sync.WaitGroup
 	lost := make(chan error, len(e.cfg.Pipelines))
+	var draining atomic.Bool
 	host, _ := os.Hostname()
 
 	var consumers []consumer
@@ -187,6 +194,13 @@ func (e *Engine) session(ctx context.Context) error {
 					lost <- fmt.Errorf("channel of pipeline %s closed: %s", p.Name, err.Reason)
 				}
 			default:
+				// The deliveries ended with the channel open: the broker
+				// cancelled the consumer, as it does when the queue is
+				// deleted. A new session declares the queue again.
+				if !draining.Load() && workCtx.Err() == nil {
+					lost <- fmt.Errorf("the broker cancelled the consumer of pipeline %s (was queue %s deleted?)",
+						p.Name, p.Queue)
+				}
 			}
 		}(p, ch)
 	}
@@ -195,43 +209,88 @@ func (e *Engine) session(ctx context.Context) error {
 	e.log.Info("consuming", "pipelines", len(consumers), "exchange", e.cfg.Broker.Exchange,
 		"broker", RedactURL(e.url))
 
-	select {
-	case <-ctx.Done():
-		e.ready.Store(false)
-		e.log.Info("draining", "in_flight", e.inFlight.Load())
-		for _, c := range consumers {
-			if err := c.ch.Cancel(c.tag, false); err != nil {
-				e.log.Warn("cancel consumer", "pipeline", c.p.Name, "error", err.Error())
-			}
-		}
-		loops.Wait()
-		done := make(chan struct{})
-		go func() { handlers.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(e.DrainTimeout):
-			e.log.Warn("drain timed out; unfinished messages will be redelivered",
-				"in_flight", e.inFlight.Load())
-			cancelWork()
-			<-done
-		}
-		for _, c := range consumers {
-			c.ch.Close()
-		}
-		e.log.Info("stopped")
-		return nil
-	case amqpErr := <-connClosed:
-		e.ready.Store(false)
-		e.settle(&handlers, cancelWork)
-		if amqpErr == nil {
-			return Unavailable(errors.New("connection closed"))
-		}
-		return Unavailable(fmt.Errorf("connection closed: %s", amqpErr.Reason))
-	case err := <-lost:
-		e.ready.Store(false)
-		e.settle(&handlers, cancelWork)
-		return Unavailable(err)
+	var tick <-chan time.Time
+	if e.TopologyInterval > 0 {
+		t := time.NewTicker(e.TopologyInterval)
+		defer t.Stop()
+		tick = t.C
 	}
+	var topoErr string
+	for {
+		select {
+		case <-tick:
+			topoErr = e.redeclare(conn, topoErr)
+		case <-ctx.Done():
+			draining.Store(true)
+			e.ready.Store(false)
+			e.drain(consumers, &loops, &handlers, cancelWork)
+			return nil
+		case amqpErr := <-connClosed:
+			e.ready.Store(false)
+			e.settle(&handlers, cancelWork)
+			if amqpErr == nil {
+				return Unavailable(errors.New("connection closed"))
+			}
+			return Unavailable(fmt.Errorf("connection closed: %s", amqpErr.Reason))
+		case err := <-lost:
+			e.ready.Store(false)
+			e.settle(&handlers, cancelWork)
+			return Unavailable(err)
+		}
+	}
+}
+
+// drain stops consuming and lets the messages in flight finish, up to
+// DrainTimeout; those still running then are cancelled and left for
+// redelivery.
+func (e *Engine) drain(consumers []consumer, loops, handlers *sync.WaitGroup, cancelWork context.CancelFunc) {
+	e.log.Info("draining", "in_flight", e.inFlight.Load())
+	for _, c := range consumers {
+		if err := c.ch.Cancel(c.tag, false); err != nil {
+			e.log.Warn("cancel consumer", "pipeline", c.p.Name, "error", err.Error())
+		}
+	}
+	loops.Wait()
+	done := make(chan struct{})
+	go func() { handlers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(e.DrainTimeout):
+		e.log.Warn("drain timed out; unfinished messages will be redelivered",
+			"in_flight", e.inFlight.Load())
+		cancelWork()
+		<-done
+	}
+	for _, c := range consumers {
+		c.ch.Close()
+	}
+	e.log.Info("stopped")
+}
+
+// redeclare declares the topology again on a live session: an exchange
+// that was deleted comes back with its bindings. It logs a repair, and a
+// failure once until it changes; it returns the failure, "" for none.
+func (e *Engine) redeclare(conn *amqp.Connection, lastErr string) string {
+	missing := false
+	if ch, err := conn.Channel(); err == nil {
+		var ae *amqp.Error
+		err := ch.ExchangeDeclarePassive(e.cfg.Broker.Exchange, amqp.ExchangeTopic, true, false, false, false, nil)
+		missing = errors.As(err, &ae) && ae.Code == amqp.NotFound
+		if err == nil {
+			ch.Close()
+		}
+	}
+	if err := DeclareTopology(conn, e.cfg); err != nil {
+		if err.Error() != lastErr {
+			e.log.Warn("declaring the topology again failed", "error", err.Error())
+		}
+		return err.Error()
+	}
+	if missing {
+		e.log.Warn("the exchange was missing; declared it again with the queues' bindings",
+			"exchange", e.cfg.Broker.Exchange)
+	}
+	return ""
 }
 
 // settle lets the handlers of a lost connection finish what they are
