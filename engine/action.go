@@ -107,6 +107,7 @@ type Call struct {
 	RoutingKey  string
 	MessageID   string // identity of the message being handled
 	Correlation string // AMQP correlation id of the delivery, passed on when publishing
+	Hops        int    // pipelines the message passed through before this one
 	Pipeline    string
 	Step        string
 	Attempt     int // 1 for the first attempt

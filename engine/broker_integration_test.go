@@ -853,3 +853,57 @@ func (le *liveEngine) waitLog(text string, within time.Duration) bool {
 	}
 	return false
 }
+
+// TestHopLimit: two pipelines that publish to each other's keys forever
+// (a loop validate warns about but does not refuse) stop after MaxHops
+// pipelines: the message is dead-lettered with a reason naming the loop.
+func TestHopLimit(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(dir+"/p.hcl", []byte(`
+broker {
+  exchange     = env("REGFLOW_EXCHANGE")
+  queue_prefix = env("REGFLOW_QUEUE_PREFIX")
+}
+message {
+  username  = string
+  queuename = string
+}
+pipeline "ping" {
+  on = ["ping.*"]
+  publish "pong" { routing_key = "pong.{{ msg.queuename }}" }
+}
+pipeline "pong" {
+  on = ["pong.*"]
+  publish "ping" { routing_key = "ping.{{ msg.queuename }}" }
+}`), 0o644)
+	le := startEngine(t, dir)
+	conn := dialTest(t)
+	ch, _ := conn.Channel()
+	q, _ := ch.QueueDeclare("", false, true, true, false, nil)
+	ch.QueueBind(q.Name, "#", le.exchange, false, nil)
+	ch.PublishWithContext(context.Background(), le.exchange, "ping.ana", false, false,
+		amqp.Publishing{Body: []byte(`{"username":"ana","queuename":"ana"}`), MessageId: "loop-1"})
+
+	var dead []engine.DeadLetter
+	for start := time.Now(); len(dead) == 0; time.Sleep(100 * time.Millisecond) {
+		if time.Since(start) > 30*time.Second {
+			t.Fatal("the loop was not stopped within 30s")
+		}
+		dead, _ = engine.ListDead(conn, le.cfg)
+	}
+	if len(dead) != 1 || !strings.Contains(dead[0].Reason, "passed through 100 pipelines (x-regflow-hops)") {
+		t.Fatalf("dead letters = %+v", dead)
+	}
+	time.Sleep(300 * time.Millisecond)
+	seen := 0
+	for {
+		_, ok, err := ch.Get(q.Name, true)
+		if err != nil || !ok {
+			break
+		}
+		seen++
+	}
+	if seen != engine.MaxHops+1 {
+		t.Errorf("%d messages on the exchange; want the request and %d published", seen, engine.MaxHops)
+	}
+}

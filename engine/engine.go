@@ -324,7 +324,7 @@ func (e *Engine) handle(ctx context.Context, p *Pipeline, d amqp.Delivery) {
 	}
 	res, err := e.runner.Handle(ctx, p, &Delivery{
 		RoutingKey: key, MessageID: d.MessageId, Correlation: d.CorrelationId, Body: d.Body,
-		Redelivered: d.Redelivered})
+		Redelivered: d.Redelivered, Hops: headerInt(d.Headers[HeaderHops])})
 	log = log.With("message_id", res.MessageID)
 	if username, ok := res.Msg["username"].(string); ok {
 		log = log.With("username", username)
@@ -346,6 +346,29 @@ func (e *Engine) handle(ctx context.Context, p *Pipeline, d amqp.Delivery) {
 	if err := d.Ack(false); err != nil {
 		log.Warn("ack failed; the message will be redelivered and replayed from the journal", "error", err.Error())
 	}
+}
+
+// headerInt reads a whole-number header, as any AMQP client may encode it.
+func headerInt(v any) int {
+	switch n := v.(type) {
+	case int8:
+		return int(n)
+	case int16:
+		return int(n)
+	case int32:
+		return int(n)
+	case int64:
+		return int(n)
+	case uint8:
+		return int(n)
+	case uint16:
+		return int(n)
+	case uint32:
+		return int(n)
+	case int:
+		return n
+	}
+	return 0
 }
 
 // release gives a delivery back to the broker after an infrastructure
@@ -377,6 +400,10 @@ const (
 	HeaderQueue      = "x-regflow-queue"
 	HeaderTime       = "x-regflow-time"
 	HeaderReplayed   = "x-regflow-replayed"
+
+	// HeaderHops counts the pipelines a message passed through, one
+	// publishing to the next; see MaxHops.
+	HeaderHops = "x-regflow-hops"
 )
 
 func (e *Engine) deadLetter(ctx context.Context, p *Pipeline, d amqp.Delivery, res *Result) error {

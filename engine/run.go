@@ -54,7 +54,12 @@ type Delivery struct {
 	Correlation string // AMQP correlation id, passed on to what the chain publishes
 	Body        []byte
 	Redelivered bool
+	Hops        int // pipelines the message passed through before (HeaderHops)
 }
+
+// MaxHops is how many pipelines a message may pass through, one publishing
+// to the next: a loop of pipelines that feed each other stops there.
+const MaxHops = 100
 
 // Step statuses in a Result. Replayed steps keep the status they were
 // recorded with and have Replayed set.
@@ -118,6 +123,12 @@ func (r *Runner) Handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 		res.DeadLetter = res.Refused
 		return res, nil
 	}
+	if d.Hops >= MaxHops {
+		res.Refused = fmt.Sprintf("the message has passed through %d pipelines (%s); "+
+			"do pipelines publish to each other's keys in a loop?", d.Hops, HeaderHops)
+		res.DeadLetter = res.Refused
+		return res, nil
+	}
 	msg, err := DecodeMessage(d.Body)
 	if err != nil {
 		res.Refused = err.Error()
@@ -125,7 +136,7 @@ func (r *Runner) Handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 		return res, nil
 	}
 	res.Msg = msg
-	f := &frame{p: p, id: id, key: d.RoutingKey, corr: d.Correlation, msg: msg,
+	f := &frame{p: p, id: id, key: d.RoutingKey, corr: d.Correlation, hops: d.Hops, msg: msg,
 		budget: time.Now().Add(r.Config.Broker.ConsumerTimeout * 9 / 10)}
 	if r.Svc.Store != nil {
 		if f.journal, err = r.Svc.Store.JournalScope(ctx, p.Name+"/"+id); err != nil {
@@ -196,6 +207,7 @@ type frame struct {
 	id      string // message identity
 	key     string
 	corr    string
+	hops    int
 	msg     Message
 	timeout bool // the on_timeout steps of a tracker
 
@@ -310,8 +322,9 @@ func (r *Runner) step(ctx context.Context, f *frame, s *Step) (StepResult, error
 		}
 	}
 
-	call := &Call{Msg: msg, RoutingKey: f.key, MessageID: f.id, Correlation: f.corr, Pipeline: f.p.Name,
-		Step: s.Name, Svc: r.Svc, Log: r.Svc.Logger.With("pipeline", f.p.Name, "step", s.Name, "message_id", f.id)}
+	call := &Call{Msg: msg, RoutingKey: f.key, MessageID: f.id, Correlation: f.corr, Hops: f.hops,
+		Pipeline: f.p.Name,
+		Step:     s.Name, Svc: r.Svc, Log: r.Svc.Logger.With("pipeline", f.p.Name, "step", s.Name, "message_id", f.id)}
 	call.mayPublish = func(ctx context.Context, key, id string) (bool, error) {
 		return r.trackPublish(ctx, f, s.Name, key, id)
 	}

@@ -142,6 +142,7 @@ func (c *Call) Publish(ctx context.Context, exchange, key string, body Message) 
 		MessageID:   derivedID(c.MessageID, c.Pipeline, c.Step, exchange, key),
 		Correlation: c.Correlation,
 		Body:        data,
+		Headers:     map[string]any{HeaderHops: int32(c.Hops + 1)},
 	}
 	if c.mayPublish != nil {
 		ok, err := c.mayPublish(ctx, key, out.MessageID)
