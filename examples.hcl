@@ -85,7 +85,8 @@ pipeline "tour_request" {
   # validate: refuse bad input before anything changes.
   validate "check" {
     required      = ["username", "queuename", "email", "fullname"]
-    usernames     = ["username"] # portable POSIX user names
+    absent        = ["uid", "gid"] # what later steps add
+    usernames     = ["username"]   # portable POSIX user names
     reserved      = ["root", "admin", "nobody"]
     emails        = ["email"]     # one bare address each
     routing_words = ["queuename"] # usable as one routing-key word

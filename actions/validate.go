@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/mail"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/net/idna"
@@ -32,6 +33,11 @@ var Validate = &engine.ActionSpec{
 	Attrs: []engine.AttrSpec{
 		{Name: "required", Kind: engine.AttrStrings, Doc: "Fields that must be present and not blank.",
 			Example: `required = ["username", "email"]`},
+		{Name: "absent", Kind: engine.AttrStrings,
+			Doc: "Fields the message must not carry, such as those a later step adds: a request that " +
+				"arrives with its own uid or errmsg is refused. An empty errmsg counts as absent; " +
+				"success is set on every message and cannot be listed.",
+			Example: `absent = ["uid", "gid", "errmsg", "notified"]`},
 		{Name: "usernames", Kind: engine.AttrStrings,
 			Doc: "Fields that must be portable POSIX user names: a lowercase letter or _ first, then " +
 				"a-z, 0-9, _, - or ., at most 32 characters, not reserved."},
@@ -68,6 +74,7 @@ var Validate = &engine.ActionSpec{
 
 type validate struct {
 	required  []string
+	absent    []string
 	usernames []string
 	reserved  map[string]bool
 	emails    []string
@@ -83,6 +90,7 @@ type validate struct {
 func newValidate(c *engine.StepConfig) (engine.Action, error) {
 	v := &validate{
 		required:  c.Strings("required"),
+		absent:    c.Strings("absent"),
 		usernames: c.Strings("usernames"),
 		emails:    c.Strings("emails"),
 		words:     c.Strings("routing_words"),
@@ -103,6 +111,18 @@ func newValidate(c *engine.StepConfig) (engine.Action, error) {
 	}
 	for _, m := range c.Strings("multiline") {
 		v.multiline[m] = true
+	}
+	for _, f := range v.absent {
+		if f == "success" {
+			return nil, c.Errorf("absent", "Field set on every message",
+				"absent names success, which every pipeline sets on the message it runs; it cannot be absent.")
+		}
+		// Any declared field, also one that only a later step adds.
+		if _, ok := c.Config.Message[f]; !ok {
+			return nil, c.Errorf("absent", "Unknown message field",
+				"absent names the field %q, which the message block does not declare.%s",
+				f, didYouMean(f, c.Config.Message.Names()))
+		}
 	}
 	for _, attr := range []string{"required", "usernames", "emails", "routing_words", "multiline"} {
 		for _, f := range c.Strings(attr) {
@@ -160,6 +180,17 @@ func (v *validate) Run(ctx context.Context, c *engine.Call) error {
 			}
 		}
 	}
+	for _, f := range v.absent {
+		switch val := c.Msg[f].(type) {
+		case nil:
+		case []any: // errmsg is always there, empty unless someone sent one
+			if len(val) > 0 || f != engine.FieldErrmsg {
+				bad(f, "must not be set in this message")
+			}
+		default:
+			bad(f, "must not be set in this message")
+		}
+	}
 	for _, f := range sortedFields(c.Msg) {
 		s, ok := c.Msg[f].(string)
 		if !ok {
@@ -167,6 +198,10 @@ func (v *validate) Run(ctx context.Context, c *engine.Call) error {
 		}
 		if r, ok := controlChar(s, v.multiline[f]); ok {
 			bad(f, "control character %U is not allowed", r)
+			continue
+		}
+		if r, ok := formatChar(s); ok {
+			bad(f, "invisible format character %U is not allowed", r)
 			continue
 		}
 		limit := v.maxLen
@@ -341,6 +376,19 @@ func BareAddress(s string) (string, error) {
 
 // controlChar returns the first control character in s. With multiline,
 // line breaks and tabs are allowed.
+// formatChar returns the first Unicode format character of s: invisible
+// marks such as U+202E, which reverses how the text after it is shown,
+// and zero-width spaces, which make two names look alike. ZWNJ and ZWJ
+// are allowed, since names in several scripts need them.
+func formatChar(s string) (rune, bool) {
+	for _, r := range s {
+		if unicode.Is(unicode.Cf, r) && r != 0x200c && r != 0x200d {
+			return r, true
+		}
+	}
+	return 0, false
+}
+
 func controlChar(s string, multiline bool) (rune, bool) {
 	for _, r := range s {
 		if multiline && (r == '\n' || r == '\r' || r == '\t') {

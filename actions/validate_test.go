@@ -149,6 +149,11 @@ pipeline "register" {
 		{"tab in a single-line field", "username", "ana\tx", "username: control character U+0009 is not allowed"},
 		{"NUL in a multiline field", "reason", "thesis\x00", "reason: control character U+0000 is not allowed"},
 		{"lines in a multiline field", "reason", "Thesis work.\r\nSecond line\twith a tab.", ""},
+		{"right-to-left override", "fullname", "Ana \u202egnp.exe",
+			"fullname: invisible format character U+202E is not allowed"},
+		{"zero-width space", "fullname", "Ana\u200bLima", "fullname: invisible format character U+200B is not allowed"},
+		{"byte order mark", "reason", "\ufeffthesis", "reason: invisible format character U+FEFF is not allowed"},
+		{"zero-width non-joiner a Persian name needs", "fullname", "\u0645\u06cc\u200c\u0631\u0648\u062f", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -294,6 +299,42 @@ func TestValidateUnique(t *testing.T) {
 	}
 }
 
+// TestValidateAbsent: a request may not bring what later steps add.
+func TestValidateAbsent(t *testing.T) {
+	const pipeline = `
+pipeline "register" {
+  on = ["request.*"]
+  validate "request" {
+    absent = ["uid", "gid", "errmsg", "notified"]
+  }
+}
+`
+	e := newEnv(t, pipeline)
+	tests := []struct {
+		name    string
+		kv      []any
+		wantErr string
+	}{
+		{"plain request", nil, ""},
+		{"empty errmsg", []any{"errmsg", []any{}}, ""},
+		{"no uid", []any{"uid", nil}, ""},
+		{"own uid", []any{"uid", 0}, "uid: must not be set in this message"},
+		{"errmsg planted", []any{"errmsg", []any{"x"}}, "errmsg: must not be set in this message"},
+		{"notified false", []any{"notified", false}, "notified: must not be set in this message"},
+		{"two at once", []any{"uid", 5, "gid", 5}, "uid: must not be set in this message; gid: must not be set in this message"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := e.run("register", "request.ana", request("ana", tt.kv...))
+			if tt.wantErr == "" {
+				wantOK(t, res, "request")
+				return
+			}
+			wantFailed(t, res, "request", tt.wantErr)
+		})
+	}
+}
+
 // TestValidateUniquePair: with owner = [username, email] a username and
 // its address stay paired. Another address cannot take the username (its
 // record would be overwritten), and a refused request claims nothing.
@@ -401,6 +442,10 @@ func TestValidateConfig(t *testing.T) {
 	}{
 		{"misspelt required field", `required = ["usernme"]`, "Unknown message field",
 			`required names the field "usernme", which the message block does not declare. Did you mean "username"?`},
+		{"success cannot be absent", `absent = ["success"]`, "Field set on every message",
+			`absent names success, which every pipeline sets on the message it runs; it cannot be absent.`},
+		{"unknown absent field", `absent = ["uidd"]`, "Unknown message field",
+			`absent names the field "uidd", which the message block does not declare. Did you mean "uid"?`},
 		{"unknown unique field", `unique = { mail = "taken" }`, "Unknown message field",
 			`unique names the field "mail", which the message block does not declare. Did you mean "email"?`},
 		{"unknown owner", "unique = { email = \"taken\" }\n    owner = [\"usernam\"]", "Unknown message field",

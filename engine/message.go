@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -42,11 +43,73 @@ func decodeObject(body []byte, msg *Message) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("body has data after the JSON object")
 	}
+	// encoding/json keeps the last of two equal keys; a check that read
+	// the first would then approve what a step acts on differently.
+	if dup := duplicateKey(trimmed); dup != "" {
+		return fmt.Errorf("body has the field %q twice", dup)
+	}
 	for k, v := range m {
 		m[k] = Normalize(v)
 	}
 	*msg = m
 	return nil
+}
+
+// duplicateKey returns the path of the first key that appears twice in
+// one object of valid JSON data, "" when there is none.
+func duplicateKey(data []byte) string {
+	type level struct {
+		keys    map[string]bool // nil for an array
+		key     string          // the key whose value is being read
+		wantKey bool
+	}
+	var stack []*level
+	path := func(key string) string {
+		var b strings.Builder
+		for _, l := range stack[:len(stack)-1] {
+			if l.keys != nil {
+				b.WriteString(l.key)
+				b.WriteByte('.')
+			}
+		}
+		return b.String() + key
+	}
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1].keys != nil {
+			stack[n-1].wantKey = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				stack = append(stack, &level{keys: map[string]bool{}, wantKey: true})
+			case '[':
+				stack = append(stack, &level{})
+			default:
+				stack = stack[:len(stack)-1]
+				valueDone()
+			}
+		case string:
+			if n := len(stack); n > 0 && stack[n-1].keys != nil && stack[n-1].wantKey {
+				top := stack[n-1]
+				if top.keys[t] {
+					return path(t)
+				}
+				top.keys[t], top.key, top.wantKey = true, t, false
+				continue
+			}
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
 }
 
 // MessageIdentity is the identity of a delivery for the journal: the AMQP

@@ -23,6 +23,15 @@ func TestDecodeMessage(t *testing.T) {
 		{"empty", `  `, nil, "body is empty"},
 		{"broken", `{"a":`, nil, "not valid JSON"},
 		{"trailing data", `{"a":1} {"b":2}`, nil, "data after the JSON object"},
+		{"duplicate field", `{"username":"ana","uid":1,"username":"root"}`, nil,
+			`body has the field "username" twice`},
+		{"duplicate nested field", `{"a":{"b":1,"c":[{"d":1},{"d":2,"d":3}]}}`, nil,
+			`body has the field "a.c.d" twice`},
+		{"same key in sibling objects", `{"a":{"k":1},"b":{"k":2},"l":[{"k":1},{"k":2}]}`,
+			Message{"a": map[string]any{"k": 1}, "b": map[string]any{"k": 2},
+				"l": []any{map[string]any{"k": 1}, map[string]any{"k": 2}}}, ""},
+		{"key equal to a value", `{"a":"b","b":"a"}`, Message{"a": "b", "b": "a"}, ""},
+		{"keys differing in case", `{"uid":1,"UID":2}`, Message{"uid": 1, "UID": 2}, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -67,6 +67,7 @@ pipeline "get_next_uid_gid" {
 
   validate "request" {
     required      = ["username", "queuename", "email", "fullname"]
+    absent        = ["uid", "gid", "errmsg", "notified"] # added by later steps
     usernames     = ["username"]
     emails        = ["email"]
     routing_words = ["queuename"]
