@@ -82,11 +82,12 @@ func stillAt(f *os.File, path string) bool {
 }
 
 func (l *logEvent) Run(ctx context.Context, c *engine.Call) error {
-	body := c.Msg
+	body := c.Delivered()
 	if l.fields != nil {
+		all := body
 		body = make(engine.Message, len(l.fields))
 		for _, f := range l.fields {
-			if v, ok := c.Msg[f]; ok {
+			if v, ok := all[f]; ok {
 				body[f] = v
 			}
 		}

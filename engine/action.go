@@ -116,10 +116,33 @@ type Call struct {
 
 	env        map[string]any
 	mayPublish func(ctx context.Context, key, id string) (bool, error)
-	added      map[string]any
-	note       string
-	publish    []Published // what the step published, for the trace
-	mails      []*Mail     // what the step mailed, for the trace
+
+	hadErrmsg, hadSuccess bool // the delivered message carried them
+	added                 map[string]any
+	note                  string
+	publish               []Published // what the step published, for the trace
+	mails                 []*Mail     // what the step mailed, for the trace
+}
+
+// Delivered is the message as it arrived, with what the steps added:
+// without the errmsg and success every pipeline sets, unless the delivery
+// carried them or a step failed. The event log records it, so that a
+// request does not read as already successful.
+func (c *Call) Delivered() Message {
+	errs, _ := c.Msg[FieldErrmsg].([]any)
+	dropErrmsg := !c.hadErrmsg && len(errs) == 0
+	dropSuccess := !c.hadSuccess && c.Msg[FieldSuccess] == true
+	if !dropErrmsg && !dropSuccess {
+		return c.Msg
+	}
+	m := make(Message, len(c.Msg))
+	for k, v := range c.Msg {
+		if k == FieldErrmsg && dropErrmsg || k == FieldSuccess && dropSuccess {
+			continue
+		}
+		m[k] = v
+	}
+	return m
 }
 
 // Env returns the expr environment for the call's message.

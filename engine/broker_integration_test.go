@@ -140,9 +140,9 @@ func startEngine(t *testing.T, paths ...string) *liveEngine {
 	return startEngineWith(t, nil, paths...)
 }
 
-// startEngineWith is startEngine with adjust applied to the engine before
-// it runs.
-func startEngineWith(t *testing.T, adjust func(*engine.Engine), paths ...string) *liveEngine {
+// startEngineWith is startEngine with adjust applied before the engine
+// runs.
+func startEngineWith(t *testing.T, adjust func(*liveEngine), paths ...string) *liveEngine {
 	t.Helper()
 	conn := dialTest(t)
 	id := fmt.Sprintf("t%d", time.Now().UnixNano())
@@ -168,7 +168,7 @@ func startEngineWith(t *testing.T, adjust func(*engine.Engine), paths ...string)
 		logs: logs}
 	le.eng = engine.NewEngine(cfg, amqpURL(), svc)
 	if adjust != nil {
-		adjust(le.eng)
+		adjust(le)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	le.cancel = cancel
@@ -778,7 +778,7 @@ pipeline "answer" {
   on = ["request.*"]
   publish "done" { routing_key = "completed.{{ msg.queuename }}" }
 }`), 0o644)
-	le := startEngineWith(t, func(e *engine.Engine) { e.TopologyInterval = 200 * time.Millisecond }, dir)
+	le := startEngineWith(t, func(le *liveEngine) { le.eng.TopologyInterval = 200 * time.Millisecond }, dir)
 	conn := dialTest(t)
 	ch, _ := conn.Channel()
 
@@ -905,5 +905,72 @@ pipeline "pong" {
 	}
 	if seen != engine.MaxHops+1 {
 		t.Errorf("%d messages on the exchange; want the request and %d published", seen, engine.MaxHops)
+	}
+}
+
+// TestDeadlinePassedWhileDown: a registration whose deadline passed while
+// regflow was down, and whose answer's cause is queued, gets the real
+// answer: the overdue deadline waits until the queue was read.
+func TestDeadlinePassedWhileDown(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(dir+"/p.hcl", []byte(`
+broker {
+  exchange     = env("REGFLOW_EXCHANGE")
+  queue_prefix = env("REGFLOW_QUEUE_PREFIX")
+}
+message {
+  username  = string
+  queuename = string
+}
+track "registration" {
+  id       = "{{ msg.username }}"
+  start    = ["request.*"]
+  finish   = ["completed.*"]
+  deadline = "1m"
+  on_timeout {
+    publish "reply" { routing_key = "completed.{{ msg.queuename }}" }
+  }
+}
+pipeline "finish" {
+  on = ["verify.*"]
+  publish "done" { routing_key = "completed.{{ msg.queuename }}" }
+}`), 0o644)
+	conn := dialTest(t)
+	ch, _ := conn.Channel()
+	var q amqp.Queue
+	startEngineWith(t, func(le *liveEngine) {
+		// What a regflow that died left: the registration open and past
+		// its deadline, and the message that answers it in the queue.
+		msg := engine.Message{"username": "ana", "queuename": "ana"}
+		past := time.Now().Add(-2 * time.Minute)
+		if _, err := le.svc.Store.OpenRegistration(context.Background(), &engine.Registration{
+			Tracker: "registration", ID: "ana", StartMessage: "req-1", OpenedAt: past,
+			DeadlineAt: past.Add(time.Minute), WaitingFor: "finish (verify.ana)", Msg: msg}); err != nil {
+			t.Fatal(err)
+		}
+		if err := engine.DeclareTopology(conn, le.cfg); err != nil {
+			t.Fatal(err)
+		}
+		q, _ = ch.QueueDeclare("", false, true, true, false, nil)
+		ch.QueueBind(q.Name, "completed.*", le.exchange, false, nil)
+		ch.PublishWithContext(context.Background(), le.exchange, "verify.ana", false, false,
+			amqp.Publishing{Body: []byte(`{"username":"ana","queuename":"ana"}`), MessageId: "verify-1"})
+	}, dir)
+
+	var answers []engine.Message
+	for start := time.Now(); time.Since(start) < 8*time.Second; {
+		d, ok, err := ch.Get(q.Name, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		m, _ := engine.DecodeMessage(d.Body)
+		answers = append(answers, m)
+	}
+	if len(answers) != 1 || answers[0]["success"] != true {
+		t.Fatalf("answers = %v; want the one success answer", answers)
 	}
 }

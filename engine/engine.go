@@ -109,15 +109,27 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
-// watchDeadlines picks up pending registrations at start and every 30
-// seconds, for those opened before a restart or by another process.
+// watchDeadlines picks up pending registrations once the engine first
+// consumes, and every 30 seconds after, for those opened before a restart
+// or by another process. Waiting for the first session matters: a
+// deadline that passed while regflow was down must not answer before the
+// answers queued meanwhile were read.
 func (e *Engine) watchDeadlines(ctx context.Context, d *deadlines) {
+	for !e.Ready() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 	tick := time.NewTicker(30 * time.Second)
 	defer tick.Stop()
+	grace := overdueGrace
 	for {
-		if err := d.rescan(); err != nil && ctx.Err() == nil {
+		if err := d.rescan(grace); err != nil && ctx.Err() == nil {
 			e.log.Warn("reading pending registrations", "error", err.Error())
 		}
+		grace = 0
 		select {
 		case <-ctx.Done():
 			return
@@ -125,6 +137,10 @@ func (e *Engine) watchDeadlines(ctx context.Context, d *deadlines) {
 		}
 	}
 }
+
+// overdueGrace is how long a registration whose deadline passed while
+// regflow was down waits after startup: time to read the queued answers.
+const overdueGrace = 5 * time.Second
 
 type consumer struct {
 	p   *Pipeline
@@ -311,16 +327,16 @@ func (e *Engine) settle(handlers *sync.WaitGroup, cancel context.CancelFunc) {
 
 // handle runs one delivery and settles it.
 func (e *Engine) handle(ctx context.Context, p *Pipeline, d amqp.Delivery) {
-	log := e.log.With("pipeline", p.Name, "routing_key", d.RoutingKey)
+	key := d.RoutingKey
+	if rk, ok := d.Headers[HeaderRoutingKey].(string); ok && d.Exchange == "" {
+		key = rk // a dead letter put back by regflow dead replay
+	}
+	log := e.log.With("pipeline", p.Name, "routing_key", key)
 	if d.Redelivered {
 		e.redeliveries.note(e.log, p.Name)
 	}
 	if e.catchAll[p.Name] && d.Exchange != "" {
 		e.warnUnconsumed(p, d.RoutingKey)
-	}
-	key := d.RoutingKey
-	if rk, ok := d.Headers[HeaderRoutingKey].(string); ok && d.Exchange == "" {
-		key = rk // a dead letter put back by regflow dead replay
 	}
 	res, err := e.runner.Handle(ctx, p, &Delivery{
 		RoutingKey: key, MessageID: d.MessageId, Correlation: d.CorrelationId, Body: d.Body,

@@ -167,6 +167,7 @@ func (tl *testLoader) test(b *hclsyntax.Block) *PipelineTest {
 		Stubs: map[string]*Stub{}}
 	tl.only(b.Body, testAttrs, testBlocks)
 	t.Input = tl.message(b.Body, b.TypeRange)
+	expected := false
 	for _, blk := range b.Body.Blocks {
 		switch blk.Type {
 		case "setup":
@@ -178,7 +179,12 @@ func (tl *testLoader) test(b *hclsyntax.Block) *PipelineTest {
 			}
 		case "expect":
 			tl.expect(blk, &t.Expect)
+			expected = true
 		}
+	}
+	if !expected {
+		tl.errorf(t.Range, "Missing expect", "Test %q has no expect block, so it checks nothing: "+
+			"add one naming what the test must see.", t.Name)
 	}
 	if len(tl.diags) > before {
 		return nil
@@ -200,6 +206,14 @@ func (tl *testLoader) only(body *hclsyntax.Body, attrs, blocks []string) {
 				"Blocks of type %q are not expected here.%s", blk.Type, suggestText(blk.Type, blocks))
 		}
 	}
+}
+
+// suggestOr is suggestText, or the list of candidates when none is near.
+func suggestOr(name string, candidates []string) string {
+	if s := suggestText(name, candidates); s != "" {
+		return s
+	}
+	return " Name one of " + quoteList(candidates) + "."
 }
 
 func suggestText(name string, candidates []string) string {
@@ -394,8 +408,14 @@ func (tl *testLoader) expect(blk *hclsyntax.Block, e *TestExpect) {
 			}
 			e.Publish = append(e.Publish, ExpectPublish{Key: b.Labels[0], Fields: fields, Range: b.TypeRange})
 		case "pipeline":
-			if len(b.Labels) != 1 || tl.pipeline(b.Labels[0]) == nil {
-				tl.errorf(b.TypeRange, "Unknown pipeline", "Name one of %s.", quoteList(tl.pipelineNames()))
+			if len(b.Labels) != 1 {
+				tl.errorf(b.TypeRange, "Missing pipeline name", "Name one of %s.", quoteList(tl.pipelineNames()))
+				continue
+			}
+			if tl.pipeline(b.Labels[0]) == nil {
+				r := b.LabelRanges[0]
+				tl.errorf(r, "Unknown pipeline", "No pipeline is named %q.%s", b.Labels[0],
+					suggestOr(b.Labels[0], tl.pipelineNames()))
 				continue
 			}
 			tl.only(b.Body, []string{"status", "errmsg"}, nil)
@@ -433,6 +453,11 @@ func (tl *testLoader) expect(blk *hclsyntax.Block, e *TestExpect) {
 			}
 			e.Mails = append(e.Mails, em)
 		}
+	}
+	if len(blk.Body.Attributes) == 0 && len(blk.Body.Blocks) == 0 {
+		tl.errorf(blk.TypeRange, "Empty expect", "An expect block with nothing in it checks nothing: "+
+			"name what the test must see, such as publish \"completed.ana\" { success = true }, "+
+			"a step's status, or mails = 0.")
 	}
 }
 

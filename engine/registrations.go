@@ -18,31 +18,31 @@ const (
 
 // Registration is the progress of one tracked registration.
 type Registration struct {
-	Tracker      string
-	ID           string
-	State        string
-	StartMessage string // identity of the message that opened it
-	OpenedAt     time.Time
-	DeadlineAt   time.Time
-	UpdatedAt    time.Time
-	ClosedAt     time.Time
-	ClosedBy     string // message id of the answer
-	Answered     bool   // on_timeout finished (timed-out registrations)
-	WaitingFor   string
-	LastError    string
-	Late         string // what arrived after the timeout
-	Msg          Message
+	Tracker      string    `json:"tracker"`
+	ID           string    `json:"id"`
+	State        string    `json:"state"`
+	StartMessage string    `json:"start_message"` // identity of the message that opened it
+	OpenedAt     time.Time `json:"opened_at"`
+	DeadlineAt   time.Time `json:"deadline_at,omitzero"`
+	UpdatedAt    time.Time `json:"updated_at"`
+	ClosedAt     time.Time `json:"closed_at,omitzero"`
+	ClosedBy     string    `json:"closed_by,omitempty"` // message id of the answer
+	Answered     bool      `json:"answered"`            // on_timeout finished (timed-out registrations)
+	WaitingFor   string    `json:"waiting_for,omitempty"`
+	LastError    string    `json:"last_error,omitempty"`
+	Late         string    `json:"late,omitempty"` // what arrived after the timeout
+	Msg          Message   `json:"msg"`
 }
 
 // RegistrationStep is one step that ran for a registration.
 type RegistrationStep struct {
-	At       time.Time
-	Pipeline string
-	Step     string
-	Status   string
-	Attempts int
-	Note     string
-	Error    string
+	At       time.Time `json:"at"`
+	Pipeline string    `json:"pipeline"`
+	Step     string    `json:"step"`
+	Status   string    `json:"status"`
+	Attempts int       `json:"attempts"`
+	Note     string    `json:"note,omitempty"`
+	Error    string    `json:"error,omitempty"`
 }
 
 func parseTime(s string) time.Time {

@@ -175,6 +175,8 @@ func (r *Runner) Handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 		}
 	}
 
+	_, f.hadErrmsg = msg[FieldErrmsg]
+	_, f.hadSuccess = msg[FieldSuccess]
 	setErrmsg(msg, errmsgOf(msg))
 	if err := r.trackOpen(ctx, f); err != nil {
 		return res, err
@@ -203,13 +205,17 @@ func (r *Runner) Handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 
 // frame is what every step of one delivery shares.
 type frame struct {
-	p       *Pipeline
-	id      string // message identity
-	key     string
-	corr    string
-	hops    int
-	msg     Message
-	timeout bool // the on_timeout steps of a tracker
+	p    *Pipeline
+	id   string // message identity
+	key  string
+	corr string
+	hops int
+	msg  Message
+
+	// whether the delivered message carried errmsg and success, which
+	// every pipeline sets
+	hadErrmsg, hadSuccess bool
+	timeout               bool // the on_timeout steps of a tracker
 
 	// budget is when the delivery must be finished to be acknowledged
 	// before the broker's consumer_timeout; retries stop before it.
@@ -323,8 +329,8 @@ func (r *Runner) step(ctx context.Context, f *frame, s *Step) (StepResult, error
 	}
 
 	call := &Call{Msg: msg, RoutingKey: f.key, MessageID: f.id, Correlation: f.corr, Hops: f.hops,
-		Pipeline: f.p.Name,
-		Step:     s.Name, Svc: r.Svc, Log: r.Svc.Logger.With("pipeline", f.p.Name, "step", s.Name, "message_id", f.id)}
+		Pipeline: f.p.Name, hadErrmsg: f.hadErrmsg || f.timeout, hadSuccess: f.hadSuccess || f.timeout,
+		Step: s.Name, Svc: r.Svc, Log: r.Svc.Logger.With("pipeline", f.p.Name, "step", s.Name, "message_id", f.id)}
 	call.mayPublish = func(ctx context.Context, key, id string) (bool, error) {
 		return r.trackPublish(ctx, f, s.Name, key, id)
 	}

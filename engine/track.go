@@ -219,8 +219,9 @@ func (d *deadlines) fire(t *Tracker, reg Registration, key string) {
 }
 
 // rescan schedules the pending registrations this process does not watch
-// yet: those from before a restart, or opened by another process.
-func (d *deadlines) rescan() error {
+// yet: those from before a restart, or opened by another process. One
+// that is overdue already fires after grace.
+func (d *deadlines) rescan(grace time.Duration) error {
 	regs, err := d.runner.Svc.Store.PendingRegistrations(d.ctx)
 	if err != nil {
 		return err
@@ -238,8 +239,11 @@ func (d *deadlines) rescan() error {
 			continue
 		}
 		after := time.Until(reg.DeadlineAt)
-		if reg.State == RegTimedOut || after < 0 {
+		switch {
+		case reg.State == RegTimedOut: // marked already; only its answer is missing
 			after = 0
+		case after < grace:
+			after = grace
 		}
 		d.schedule(t, reg, after)
 	}

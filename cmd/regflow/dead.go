@@ -47,7 +47,7 @@ func cmdDead(args []string, stdout, stderr io.Writer) error {
 			return json.NewEncoder(stdout).Encode(dead)
 		}
 		if len(dead) == 0 {
-			fmt.Fprintln(stdout, "the dead-letter queue is empty")
+			fmt.Fprintf(stdout, "the dead-letter queue %s is empty\n", cfg.Broker.QueuePrefix+cfg.Broker.DeadLetter)
 			return nil
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)

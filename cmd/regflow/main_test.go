@@ -281,6 +281,39 @@ func TestPipelineTests(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, `Did you mean "provision"?`) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
+
+	// Tests that check nothing, and a misspelt pipeline, are errors.
+	os.WriteFile(filepath.Join(dir, "wrong_test.hcl"), []byte(`test "no expect" {
+  key     = "request.bo"
+  message = {}
+}
+
+test "empty expect" {
+  key     = "request.bo"
+  message = {}
+  expect {}
+}
+
+test "pipeline typo" {
+  key     = "request.bo"
+  message = {}
+  expect {
+    pipeline "provison" { status = "ok" }
+  }
+}
+`), 0o644)
+	code, _, errOut = runCLI(t, "test", dir)
+	for _, want := range []string{
+		`wrong_test.hcl:1:1: error: Missing expect`,
+		`Test "no expect" has no expect block, so it checks nothing`,
+		`wrong_test.hcl:9:3: error: Empty expect`,
+		`wrong_test.hcl:16:14: error: Unknown pipeline`,
+		`No pipeline is named "provison". Did you mean "provision"?`,
+	} {
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("exit %d; output lacks %q:\n%s", code, want, errOut)
+		}
+	}
 }
 
 func TestStatus(t *testing.T) {
@@ -316,6 +349,26 @@ pipeline "log" {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("status ana lacks %q:\n%s", want, out)
 		}
+	}
+	code, out, _ = runCLI(t, "status", "--config", dir, "--json", "ana")
+	var regs []struct {
+		ID         string `json:"id"`
+		State      string `json:"state"`
+		WaitingFor string `json:"waiting_for"`
+		LastError  string `json:"last_error"`
+		Steps      []struct {
+			Step     string `json:"step"`
+			Attempts int    `json:"attempts"`
+			Error    string `json:"error"`
+		} `json:"steps"`
+	}
+	if err := json.Unmarshal([]byte(out), &regs); code != 0 || err != nil || len(regs) != 1 {
+		t.Fatalf("status --json ana: exit %d, %v\n%s", code, err, out)
+	}
+	if r := regs[0]; r.ID != "ana" || r.State != "open" || r.WaitingFor != "provision (verify.ana)" ||
+		r.LastError != "provision/lists: 451 try again later" || len(r.Steps) != 1 ||
+		r.Steps[0].Step != "lists" || r.Steps[0].Attempts != 3 || r.Steps[0].Error != "451 try again later" {
+		t.Errorf("status --json ana = %+v", r)
 	}
 	if code, _, errOut := runCLI(t, "status", "--config", dir, "nobody"); code != 1 ||
 		!strings.Contains(errOut, "no registration of nobody") {

@@ -51,7 +51,22 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("no registration of %s", user)
 	}
 	if *asJSON {
-		return json.NewEncoder(stdout).Encode(regs)
+		type withSteps struct {
+			engine.Registration
+			Steps []engine.RegistrationStep `json:"steps,omitempty"`
+		}
+		out := make([]withSteps, len(regs))
+		for i, r := range regs {
+			out[i].Registration = r
+			if user != "" { // every step, as the text shows them
+				if out[i].Steps, err = store.RegistrationSteps(ctx, r.Tracker, r.ID); err != nil {
+					return err
+				}
+			}
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
 	}
 	if user == "" {
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
