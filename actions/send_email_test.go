@@ -1,6 +1,7 @@
 package actions_test
 
 import (
+	"context"
 	"net"
 	"os"
 	"reflect"
@@ -308,5 +309,45 @@ pipeline "notify" {
 				t.Errorf("took %s; each attempt should time out after 300ms", elapsed)
 			}
 		})
+	}
+}
+
+// TestOnceReplayShownInStatus: a once step that an earlier message did
+// already is shown as replayed in the registration's steps, not as a
+// second mail.
+func TestOnceReplayShownInStatus(t *testing.T) {
+	const pipelines = `
+track "registration" {
+  id       = "{{ msg.username }}"
+  start    = ["request.*"]
+  finish   = ["completed.*"]
+  deadline = "1h"
+  on_timeout {
+    publish "reply" { routing_key = "completed.{{ msg.queuename }}" }
+  }
+}
+
+pipeline "register" {
+  on = ["request.*"]
+  send_email "welcome" {
+    to      = ["{{ msg.email }}"]
+    subject = "Welcome"
+    body    = "Hello"
+    once    = "welcome:{{ msg.username }}"
+  }
+}
+`
+	e := newEnv(t, pipelines)
+	wantOK(t, e.run("register", "request.ana", request("ana")), "welcome")
+	wantOK(t, e.run("register", "request.ana", request("ana")), "welcome")
+	if n := len(outboxFiles(t, e.outbox)); n != 1 {
+		t.Fatalf("%d mails; want 1", n)
+	}
+	steps, err := e.svc.Store.RegistrationSteps(context.Background(), "registration", "ana")
+	if err != nil || len(steps) != 2 {
+		t.Fatalf("steps = %+v, %v", steps, err)
+	}
+	if strings.HasPrefix(steps[0].Note, "replayed: ") || !strings.HasPrefix(steps[1].Note, "replayed: ") {
+		t.Errorf("notes %q, %q; want only the second marked replayed", steps[0].Note, steps[1].Note)
 	}
 }

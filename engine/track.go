@@ -69,6 +69,10 @@ func (r *Runner) trackStep(f *frame, sr StepResult) {
 	if r.Svc.Store == nil || f.p.catchAll() || len(r.Config.Trackers) == 0 {
 		return
 	}
+	note := sr.Note
+	if sr.Replayed { // done before, by this message or, with once, another
+		note = "replayed: " + note
+	}
 	for _, t := range r.Config.Trackers {
 		id, err := t.ID.Render(Env(f.msg, f.key))
 		if err != nil || id == "" {
@@ -76,7 +80,7 @@ func (r *Runner) trackStep(f *frame, sr StepResult) {
 		}
 		f.record.Steps = append(f.record.Steps, TrackedStep{Tracker: t.Name, ID: id, Step: RegistrationStep{
 			At: time.Now(), Pipeline: f.p.Name, Step: sr.Step, Status: sr.Status, Attempts: sr.Attempts,
-			Note: sr.Note, Error: sr.Error}})
+			Note: note, Error: sr.Error}})
 	}
 }
 
