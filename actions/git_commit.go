@@ -272,15 +272,14 @@ func (cm *committer) loop() {
 // gitStore opens the repository in-process, once.
 func (cm *committer) gitStore(log *slog.Logger) (*gitStore, error) {
 	if cm.store == nil {
-		// regflow writes the index only under the directory lock, which
-		// this goroutine holds: an index.lock older than this process was
-		// left by a regflow that died while writing.
-		if err := cm.repo.clearStaleLock(log, time.Since(processStart)); err != nil {
-			return nil, err
-		}
 		gs, err := openGitStore(cm.repo.dir)
 		if err != nil {
 			return nil, err
+		}
+		if !gs.bare {
+			if err := clearOwnLock(gs.gitDir, log); err != nil {
+				return nil, err
+			}
 		}
 		if err := gs.findLagging(cm.g.branch); err != nil {
 			return nil, engine.Transient(fmt.Errorf("compare the index with %s: %w", cm.g.branch, err))
@@ -293,9 +292,6 @@ func (cm *committer) gitStore(log *slog.Logger) (*gitStore, error) {
 	}
 	return cm.store, nil
 }
-
-// processStart is when this regflow started.
-var processStart = time.Now()
 
 // run makes one commit of a batch of records.
 func (cm *committer) run(batch []*commitRequest) {
@@ -332,7 +328,7 @@ func (cm *committer) run(batch []*commitRequest) {
 		failAll(err)
 		return
 	}
-	if err := r.clearStaleLock(batch[0].log, staleLock); err != nil {
+	if err := r.clearStaleLock(batch[0].log); err != nil {
 		failAll(err)
 		return
 	}
@@ -484,13 +480,13 @@ var errDiffers = errors.New("differs")
 // power) rather than the mark of one at work.
 const staleLock = 2 * time.Minute
 
-// clearStaleLock removes an index.lock older than age. Within this
+// clearStaleLock removes an index.lock older than staleLock. Within this
 // process the repository lock serializes git, so a lock file is another
 // process's, alive or dead.
-func (r *gitRepo) clearStaleLock(log *slog.Logger, age time.Duration) error {
+func (r *gitRepo) clearStaleLock(log *slog.Logger) error {
 	lock := filepath.Join(r.dir, ".git", "index.lock")
 	st, err := os.Stat(lock)
-	if err != nil || time.Since(st.ModTime()) < age {
+	if err != nil || time.Since(st.ModTime()) < staleLock {
 		return nil
 	}
 	log.Warn("removing a stale git lock", "path", lock, "age", time.Since(st.ModTime()).Round(time.Second).String())

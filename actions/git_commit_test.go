@@ -10,8 +10,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
-	"time"
 
 	"regflow/actions"
 	"regflow/engine"
@@ -550,22 +550,36 @@ func TestGitCorruptIndexRebuilt(t *testing.T) {
 	}
 }
 
-// TestGitStaleIndexLockFromDeadProcess: an index.lock older than this
-// process was left by a regflow that died mid-write; it is removed at the
-// first commit instead of failing every commit for two minutes.
+// TestGitStaleIndexLockFromDeadProcess: an index.lock that a regflow left
+// when it was killed while writing the index is removed at the next
+// start, instead of failing every commit for two minutes; a lock some
+// other git holds is left alone.
 func TestGitStaleIndexLockFromDeadProcess(t *testing.T) {
 	hermeticGit(t)
 	e := newEnv(t, gitPipelines)
 	wantOK(t, e.run("record", "verify.ana", request("ana")), "record")
 	repo := filepath.Join(e.root, "var/users")
 	lock := filepath.Join(repo, ".git/index.lock")
+
+	// Another git's lock: regflow waits for it (the step fails, to be
+	// retried) and does not remove it.
 	writeFile(t, lock, "")
-	old := time.Now().Add(-time.Hour)
-	if err := os.Chtimes(lock, old, old); err != nil {
-		t.Fatal(err)
-	}
 	actions.ForgetCommitters()
-	wantOK(t, e.run("record", "verify.bo", request("bo")), "record")
+	wantFailed(t, e.run("record", "verify.bo", request("bo")), "record",
+		"git add: the repository is locked by another git process")
+	if _, err := os.Stat(lock); err != nil {
+		t.Fatalf("another process's index.lock was removed: %v", err)
+	}
+	os.Remove(lock)
+
+	// regflow's own lock, as a kill -9 between creating and renaming it
+	// leaves it: the marker names its inode.
+	writeFile(t, lock, "")
+	fi, _ := os.Stat(lock)
+	writeFile(t, filepath.Join(repo, ".git/regflow-index.lock"),
+		fmt.Sprintf("%d\n", fi.Sys().(*syscall.Stat_t).Ino))
+	actions.ForgetCommitters()
+	wantOK(t, e.run("record", "verify.cy", request("cy")), "record")
 	if _, err := os.Stat(lock); !os.IsNotExist(err) {
 		t.Errorf("index.lock still there: %v", err)
 	}

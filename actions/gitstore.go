@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -459,7 +461,16 @@ func (g *gitStore) updateIndex(blobs map[string]plumbing.Hash) error {
 		}
 		return engine.Transient(fmt.Errorf("update index: %w", err))
 	}
+	// The marker names this lock file, so that a regflow killed before
+	// the rename knows at its next start that the lock was its own.
+	marker := filepath.Join(g.gitDir, lockMarker)
+	if fi, err := f.Stat(); err == nil {
+		if sys, ok := statOf(fi); ok {
+			os.WriteFile(marker, []byte(strconv.FormatUint(uint64(sys.ino), 10)+"\n"), 0o644)
+		}
+	}
 	f.Close()
+	defer os.Remove(marker)
 	defer os.Remove(lock) // gone already when the new index was renamed into place
 	for _, u := range updates {
 		e, err := idx.Entry(u.rel)
@@ -485,6 +496,33 @@ func (g *gitStore) updateIndex(blobs map[string]plumbing.Hash) error {
 	} else {
 		g.index = nil
 	}
+	return nil
+}
+
+// lockMarker is the file in .git that names the index.lock regflow is
+// writing.
+const lockMarker = "regflow-index.lock"
+
+// clearOwnLock removes an index.lock that a regflow left when it died
+// while writing the index: the one lockMarker names. Another process's
+// lock, such as a git commit someone is making, is left alone. The caller
+// holds the directory lock, so no live regflow is writing.
+func clearOwnLock(gitDir string, log *slog.Logger) error {
+	marker := filepath.Join(gitDir, lockMarker)
+	b, err := os.ReadFile(marker)
+	if err != nil {
+		return nil
+	}
+	lock := filepath.Join(gitDir, "index.lock")
+	if fi, err := os.Stat(lock); err == nil {
+		if sys, ok := statOf(fi); ok && strconv.FormatUint(uint64(sys.ino), 10) == strings.TrimSpace(string(b)) {
+			log.Warn("removing the index.lock of a regflow that stopped while writing it", "path", lock)
+			if err := os.Remove(lock); err != nil && !os.IsNotExist(err) {
+				return engine.Transient(fmt.Errorf("remove %s: %w", lock, err))
+			}
+		}
+	}
+	os.Remove(marker)
 	return nil
 }
 
