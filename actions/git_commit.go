@@ -335,7 +335,7 @@ func (cm *committer) run(batch []*commitRequest) {
 	// git's own lock says another git process is at work in the checkout.
 	if !gs.bare {
 		if _, err := os.Stat(filepath.Join(gs.gitDir, "index.lock")); err == nil {
-			failAll(engine.Transient(errors.New("git add: the repository is locked by another git process")))
+			failAll(engine.Transient(errors.New("commit: the repository is locked by another git process (.git/index.lock exists)")))
 			return
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"regflow/actions"
@@ -566,22 +565,25 @@ func TestGitStaleIndexLockFromDeadProcess(t *testing.T) {
 	writeFile(t, lock, "")
 	actions.ForgetCommitters()
 	wantFailed(t, e.run("record", "verify.bo", request("bo")), "record",
-		"git add: the repository is locked by another git process")
+		"commit: the repository is locked by another git process (.git/index.lock exists)")
 	if _, err := os.Stat(lock); err != nil {
 		t.Fatalf("another process's index.lock was removed: %v", err)
 	}
 	os.Remove(lock)
 
-	// regflow's own lock, as a kill -9 between creating and renaming it
-	// leaves it: the marker names its inode.
-	writeFile(t, lock, "")
-	fi, _ := os.Stat(lock)
-	writeFile(t, filepath.Join(repo, ".git/regflow-index.lock"),
-		fmt.Sprintf("%d\n", fi.Sys().(*syscall.Stat_t).Ino))
+	// regflow's own lock, as a kill -9 between taking and renaming it
+	// leaves it: its twin is the same file.
+	twin := filepath.Join(repo, ".git/regflow-index.lock")
+	writeFile(t, twin, "")
+	if err := os.Link(twin, lock); err != nil {
+		t.Fatal(err)
+	}
 	actions.ForgetCommitters()
 	wantOK(t, e.run("record", "verify.cy", request("cy")), "record")
-	if _, err := os.Stat(lock); !os.IsNotExist(err) {
-		t.Errorf("index.lock still there: %v", err)
+	for _, p := range []string{lock, twin} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s still there: %v", p, err)
+		}
 	}
 	if st := git(t, repo, "status", "--porcelain"); st != "" {
 		t.Fatalf("git status:\n%s", st)

@@ -7,12 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -453,24 +453,25 @@ func (g *gitStore) updateIndex(blobs map[string]plumbing.Hash) error {
 	if len(updates) == 0 && !g.dirty {
 		return nil
 	}
+	// The lock is taken by linking a file of regflow's own to
+	// index.lock, which fails when the lock exists, like git's O_EXCL.
+	// The twin names the lock as regflow's: a regflow killed before the
+	// rename knows at its next start that the lock was its own.
 	lock := filepath.Join(g.gitDir, "index.lock")
-	f, err := os.OpenFile(lock, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	twin := filepath.Join(g.gitDir, lockTwin)
+	os.Remove(twin) // a leftover
+	f, err := os.OpenFile(twin, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
-		if os.IsExist(err) {
+		return engine.Transient(fmt.Errorf("update index: %w", err))
+	}
+	f.Close()
+	defer os.Remove(twin)
+	if err := os.Link(twin, lock); err != nil {
+		if errors.Is(err, fs.ErrExist) {
 			return engine.Transient(errors.New("update index: the repository is locked by another git process"))
 		}
 		return engine.Transient(fmt.Errorf("update index: %w", err))
 	}
-	// The marker names this lock file, so that a regflow killed before
-	// the rename knows at its next start that the lock was its own.
-	marker := filepath.Join(g.gitDir, lockMarker)
-	if fi, err := f.Stat(); err == nil {
-		if sys, ok := statOf(fi); ok {
-			os.WriteFile(marker, []byte(strconv.FormatUint(uint64(sys.ino), 10)+"\n"), 0o644)
-		}
-	}
-	f.Close()
-	defer os.Remove(marker)
 	defer os.Remove(lock) // gone already when the new index was renamed into place
 	for _, u := range updates {
 		e, err := idx.Entry(u.rel)
@@ -499,30 +500,28 @@ func (g *gitStore) updateIndex(blobs map[string]plumbing.Hash) error {
 	return nil
 }
 
-// lockMarker is the file in .git that names the index.lock regflow is
-// writing.
-const lockMarker = "regflow-index.lock"
+// lockTwin is regflow's second name for the index.lock it holds.
+const lockTwin = "regflow-index.lock"
 
 // clearOwnLock removes an index.lock that a regflow left when it died
-// while writing the index: the one lockMarker names. Another process's
-// lock, such as a git commit someone is making, is left alone. The caller
-// holds the directory lock, so no live regflow is writing.
+// while writing the index: the one that is the same file as lockTwin.
+// Another process's lock, such as a git commit someone is making, is left
+// alone. The caller holds the directory lock, so no live regflow is
+// writing.
 func clearOwnLock(gitDir string, log *slog.Logger) error {
-	marker := filepath.Join(gitDir, lockMarker)
-	b, err := os.ReadFile(marker)
+	twin := filepath.Join(gitDir, lockTwin)
+	tfi, err := os.Stat(twin)
 	if err != nil {
 		return nil
 	}
 	lock := filepath.Join(gitDir, "index.lock")
-	if fi, err := os.Stat(lock); err == nil {
-		if sys, ok := statOf(fi); ok && strconv.FormatUint(uint64(sys.ino), 10) == strings.TrimSpace(string(b)) {
-			log.Warn("removing the index.lock of a regflow that stopped while writing it", "path", lock)
-			if err := os.Remove(lock); err != nil && !os.IsNotExist(err) {
-				return engine.Transient(fmt.Errorf("remove %s: %w", lock, err))
-			}
+	if lfi, err := os.Stat(lock); err == nil && os.SameFile(tfi, lfi) {
+		log.Warn("removing the index.lock of a regflow that stopped while writing it", "path", lock)
+		if err := os.Remove(lock); err != nil && !os.IsNotExist(err) {
+			return engine.Transient(fmt.Errorf("remove %s: %w", lock, err))
 		}
 	}
-	os.Remove(marker)
+	os.Remove(twin)
 	return nil
 }
 

@@ -625,7 +625,7 @@ func TestGitLocked(t *testing.T) {
 	}
 	errs, _ := a[0]["errmsg"].([]any)
 	if a[0]["success"] != false || len(errs) != 1 ||
-		!strings.HasPrefix(errs[0].(string), "record: git add: the repository is locked by another git process") {
+		!strings.HasPrefix(errs[0].(string), "record: commit: the repository is locked by another git process") {
 		t.Fatalf("answer = %v", a[0])
 	}
 }
