@@ -73,6 +73,8 @@ type world struct {
 	proc     *exec.Cmd
 	log      *os.File
 	runs     int
+
+	notified map[string]bool // users whose notify.<q> was seen
 }
 
 func newWorld(t *testing.T, smtpURL, mailAPI string) *world {
@@ -298,6 +300,37 @@ func (w *world) waitDepth(q string, n int, timeout time.Duration) {
 	}
 }
 
+// waitNotified waits until n distinct users have their notify.<q>. The
+// queue's depth would not do: a crash can publish a notification twice,
+// and copies would count for users still waiting.
+func (w *world) waitNotified(n int, timeout time.Duration) {
+	w.t.Helper()
+	if w.notified == nil {
+		w.notified = map[string]bool{}
+	}
+	conn := dial(w.t)
+	defer conn.Close()
+	ch, _ := conn.Channel()
+	deadline := time.Now().Add(timeout)
+	for len(w.notified) < n {
+		d, ok, err := ch.Get(w.queue("notified"), true)
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		if !ok {
+			if time.Now().After(deadline) {
+				w.t.Fatalf("%d users notified after %s, want %d", len(w.notified), timeout, n)
+			}
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		var m map[string]any
+		json.Unmarshal(d.Body, &m)
+		u, _ := m["username"].(string)
+		w.notified[u] = true
+	}
+}
+
 // answers drains the answers queue: every completed.<q> body by user.
 func (w *world) answers() map[string][]map[string]any {
 	w.t.Helper()
@@ -444,7 +477,7 @@ func TestKill9(t *testing.T) {
 	w.waitDepth(w.queue("answers"), 30, 60*time.Second)
 	w.kill()
 	w.start()
-	w.waitDepth(w.queue("notified"), load, 180*time.Second)
+	w.waitNotified(load, 180*time.Second)
 	w.stop()
 	w.checkAnswers(load)
 	w.checkWelcomes(load)
@@ -463,7 +496,7 @@ func TestBrokerRestart(t *testing.T) {
 	}
 	rabbitmqctl(t, "start_app")
 	rabbitmqctl(t, "await_startup")
-	w.waitDepth(w.queue("notified"), load, 180*time.Second)
+	w.waitNotified(load, 180*time.Second)
 	if !w.ready() {
 		t.Error("regflow is not ready after the broker came back")
 	}
@@ -506,7 +539,7 @@ func TestForcedClose(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	w.request(1)
-	w.waitDepth(w.queue("notified"), 1, 30*time.Second)
+	w.waitNotified(1, 30*time.Second)
 	w.stop()
 	w.checkAnswers(1)
 	if !strings.Contains(w.logs(), "broker connection lost; reconnecting") {
@@ -577,7 +610,7 @@ func TestSMTPOutage(t *testing.T) {
 		t.Fatalf("%d users were told while the SMTP server was down", d)
 	}
 	mp.start(bin)
-	w.waitDepth(w.queue("notified"), n, 120*time.Second)
+	w.waitNotified(n, 120*time.Second)
 	w.stop()
 	w.checkAnswers(n)
 	w.checkWelcomes(n)
@@ -602,7 +635,7 @@ func TestGitLocked(t *testing.T) {
 	w.request(3)
 	var once sync.Once
 	time.AfterFunc(700*time.Millisecond, func() { once.Do(func() { os.Remove(lock) }) })
-	w.waitDepth(w.queue("notified"), 3, 60*time.Second)
+	w.waitNotified(3, 60*time.Second)
 	w.checkAnswers(3)
 	log, _ := exec.Command("git", "-C", repo, "log", "--format=%s").Output()
 	if n := strings.Count(string(log), "\n"); n != 3 {
