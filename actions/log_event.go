@@ -25,6 +25,19 @@ var LogEvent = &engine.ActionSpec{
 			Doc: "Record only these fields of the message."},
 	},
 	New: func(c *engine.StepConfig) (engine.Action, error) {
+		var errs []error
+		for _, f := range c.Strings("fields") {
+			// Any declared field: the event log also sees messages that
+			// another pipeline added fields to.
+			if _, ok := c.Config.Message[f]; !ok {
+				errs = append(errs, c.Errorf("fields", "Unknown message field",
+					"fields names %q, which the message block does not declare.%s",
+					f, didYouMean(f, c.Config.Message.Names())))
+			}
+		}
+		if len(errs) > 0 {
+			return nil, engine.JoinErrors(errs)
+		}
 		return &logEvent{path: c.String("path", "var/log/user_reg.log"), fields: c.Strings("fields")}, nil
 	},
 }

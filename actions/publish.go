@@ -52,11 +52,17 @@ func newPublish(c *engine.StepConfig) (engine.Action, error) {
 			return nil, c.Errorf("routing_key", "Invalid routing key", "%s.", err)
 		}
 	}
-	for _, f := range append(append([]string{}, p.fields...), c.Strings("omit")...) {
-		if _, ok := c.Schema[f]; !ok {
-			return nil, c.Errorf("fields", "Unknown message field",
-				"The field %q is not declared in the message block.%s", f, didYouMean(f, c.Schema.Names()))
+	var errs []error
+	for _, attr := range []string{"fields", "omit"} {
+		for _, f := range c.Strings(attr) {
+			if _, ok := c.Schema[f]; !ok {
+				errs = append(errs, c.Errorf(attr, "Unknown message field",
+					"The field %q is not declared in the message block.%s", f, didYouMean(f, c.Schema.Names())))
+			}
 		}
+	}
+	if len(errs) > 0 {
+		return nil, engine.JoinErrors(errs)
 	}
 	for _, f := range c.Strings("omit") {
 		p.omit[f] = true

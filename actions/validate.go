@@ -112,48 +112,53 @@ func newValidate(c *engine.StepConfig) (engine.Action, error) {
 	for _, m := range c.Strings("multiline") {
 		v.multiline[m] = true
 	}
+	var errs []error
 	for _, f := range v.absent {
 		if f == "success" {
-			return nil, c.Errorf("absent", "Field set on every message",
-				"absent names success, which every pipeline sets on the message it runs; it cannot be absent.")
+			errs = append(errs, c.Errorf("absent", "Field set on every message",
+				"absent names success, which every pipeline sets on the message it runs; it cannot be absent."))
+			continue
 		}
 		// Any declared field, also one that only a later step adds.
 		if _, ok := c.Config.Message[f]; !ok {
-			return nil, c.Errorf("absent", "Unknown message field",
+			errs = append(errs, c.Errorf("absent", "Unknown message field",
 				"absent names the field %q, which the message block does not declare.%s",
-				f, didYouMean(f, c.Config.Message.Names()))
+				f, didYouMean(f, c.Config.Message.Names())))
 		}
 	}
 	for _, attr := range []string{"required", "usernames", "emails", "routing_words", "multiline"} {
 		for _, f := range c.Strings(attr) {
 			if _, ok := c.Schema[f]; !ok {
-				return nil, c.Errorf(attr, "Unknown message field",
+				errs = append(errs, c.Errorf(attr, "Unknown message field",
 					"%s names the field %q, which the message block does not declare.%s",
-					attr, f, didYouMean(f, c.Schema.Names()))
+					attr, f, didYouMean(f, c.Schema.Names())))
 			}
 		}
 	}
 	for _, p := range v.unique {
 		if _, ok := c.Schema[p.Key]; !ok {
-			return nil, c.Errorf("unique", "Unknown message field",
+			errs = append(errs, c.Errorf("unique", "Unknown message field",
 				"unique names the field %q, which the message block does not declare.%s",
-				p.Key, didYouMean(p.Key, c.Schema.Names()))
+				p.Key, didYouMean(p.Key, c.Schema.Names())))
 		}
 	}
 	if !c.Has("owner") {
 		v.owner = []string{"username"}
 	}
 	if len(v.owner) == 0 {
-		return nil, c.Errorf("owner", "Empty owner", "owner must name at least one message field.")
+		errs = append(errs, c.Errorf("owner", "Empty owner", "owner must name at least one message field."))
 	}
 	if len(v.unique) > 0 {
 		for _, f := range v.owner {
 			if _, ok := c.Schema[f]; !ok {
-				return nil, c.Errorf("owner", "Unknown message field",
+				errs = append(errs, c.Errorf("owner", "Unknown message field",
 					"owner names the field %q, which the message block does not declare.%s",
-					f, didYouMean(f, c.Schema.Names()))
+					f, didYouMean(f, c.Schema.Names())))
 			}
 		}
+	}
+	if len(errs) > 0 {
+		return nil, engine.JoinErrors(errs)
 	}
 	return v, nil
 }

@@ -1,6 +1,7 @@
 package actions_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -296,6 +297,39 @@ func TestValidateUnique(t *testing.T) {
 	}
 	if n := count(t, e.svc.Store, `SELECT COUNT(*) FROM claims`); n != 2 {
 		t.Errorf("claims = %d; want 2", n)
+	}
+}
+
+// TestValidateConfigAllAtOnce: every misspelt field of a validate step is
+// reported in one run, each where it is written.
+func TestValidateConfigAllAtOnce(t *testing.T) {
+	diags := loadDiags(t, `
+pipeline "register" {
+  on = ["request.*"]
+  validate "request" {
+    required  = ["emial"]
+    absent    = ["gdi"]
+    usernames = ["usernmae"]
+    unique    = { emali = "taken" }
+  }
+  log_event "log" {
+    fields = ["uidd"]
+  }
+}
+`)
+	var got []string
+	for _, d := range diags { // lines counted from the first error's
+		got = append(got, fmt.Sprintf("%d: %s", d.Subject.Start.Line-diags[0].Subject.Start.Line+5, d.Detail))
+	}
+	want := []string{
+		`5: required names the field "emial", which the message block does not declare. Did you mean "email"?`,
+		`6: absent names the field "gdi", which the message block does not declare. Did you mean "gid"?`,
+		`7: usernames names the field "usernmae", which the message block does not declare. Did you mean "username"?`,
+		`8: unique names the field "emali", which the message block does not declare. Did you mean "email"?`,
+		`11: fields names "uidd", which the message block does not declare. Did you mean "uid"?`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("diagnostics:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
 

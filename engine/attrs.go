@@ -199,6 +199,23 @@ func (c *StepConfig) Errorf(attr, summary, format string, args ...any) error {
 	}}
 }
 
+// JoinErrors merges errors from Errorf and ErrorAt into one, so that a
+// step reports every problem at once; nil when there are none.
+func JoinErrors(errs []error) error {
+	var all hcl.Diagnostics
+	for _, err := range errs {
+		if d, ok := err.(hcl.Diagnostics); ok {
+			all = append(all, d...)
+		} else if err != nil {
+			all = append(all, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid step", Detail: err.Error()})
+		}
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	return all
+}
+
 // ErrorAt returns a diagnostic, as an error, at rng: a part of an
 // attribute such as one entry of a map.
 func (c *StepConfig) ErrorAt(rng hcl.Range, summary, format string, args ...any) error {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -48,10 +49,39 @@ func decodeObject(body []byte, msg *Message) error {
 	if dup := duplicateKey(trimmed); dup != "" {
 		return fmt.Errorf("body has the field %q twice", dup)
 	}
+	for _, k := range sortedKeys(m) {
+		if err := checkNumbers(m[k], k); err != nil {
+			return err
+		}
+	}
 	for k, v := range m {
 		m[k] = Normalize(v)
 	}
 	*msg = m
+	return nil
+}
+
+// checkNumbers refuses a number no float64 holds, such as 1e400: it would
+// become infinity, which JSON cannot carry on. path names the field.
+func checkNumbers(v any, path string) error {
+	switch v := v.(type) {
+	case json.Number:
+		if _, err := strconv.ParseFloat(string(v), 64); err != nil {
+			return fmt.Errorf("field %q: the number %s is out of range", path, truncate(string(v), 40))
+		}
+	case []any:
+		for _, e := range v {
+			if err := checkNumbers(e, path); err != nil {
+				return err
+			}
+		}
+	case map[string]any:
+		for _, k := range sortedKeys(v) {
+			if err := checkNumbers(v[k], path+"."+k); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 

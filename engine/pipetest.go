@@ -483,9 +483,11 @@ func (tl *testLoader) status(body *hclsyntax.Body, allowed []string) string {
 // TestOutcome is the result of one pipeline test.
 type TestOutcome struct {
 	Test     *PipelineTest
-	Failures []string // each "file:line:col: what differs"
+	Failures []string // each "file:line:col: what differs", in the file's order
 	Duration time.Duration
 	Trace    *Trace
+
+	failedAt []hcl.Pos // where each failure is, to sort them
 }
 
 // RunTests runs each test in a sandbox of its own, under a temporary
@@ -528,12 +530,32 @@ func runTest(ctx context.Context, cfg *Config, t *PipelineTest) (*TestOutcome, e
 		o.fail(t.Range, "%v", err)
 	}
 	o.check(tr)
+	o.sortFailures()
 	o.Duration = time.Since(start)
 	return o, nil
 }
 
 func (o *TestOutcome) fail(r hcl.Range, format string, args ...any) {
 	o.Failures = append(o.Failures, at(r)+": "+fmt.Sprintf(format, args...))
+	o.failedAt = append(o.failedAt, r.Start)
+}
+
+// sortFailures puts the failures in the order of the expectations in the
+// file.
+func (o *TestOutcome) sortFailures() {
+	idx := make([]int, len(o.Failures))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool {
+		pa, pb := o.failedAt[idx[a]], o.failedAt[idx[b]]
+		return pa.Line < pb.Line || pa.Line == pb.Line && pa.Column < pb.Column
+	})
+	sorted := make([]string, len(idx))
+	for i, j := range idx {
+		sorted[i] = o.Failures[j]
+	}
+	o.Failures = sorted
 }
 
 func (o *TestOutcome) check(tr *Trace) {
@@ -598,7 +620,11 @@ func (o *TestOutcome) check(tr *Trace) {
 		case !ok:
 			o.fail(es.Range, "step %s did not run", es.Ref)
 		case es.Status != "" && s.Status != es.Status:
-			o.fail(es.Range, "step %s: status %s, want %s (%s)", es.Ref, s.Status, es.Status, s.Note+s.Error)
+			what := ""
+			if s.Note+s.Error != "" {
+				what = " (" + s.Note + s.Error + ")"
+			}
+			o.fail(es.Range, "step %s: status %s, want %s%s", es.Ref, s.Status, es.Status, what)
 		case es.Note != "" && !strings.Contains(s.Note, es.Note):
 			o.fail(es.Range, "step %s: note %q does not contain %q", es.Ref, s.Note, es.Note)
 		case es.Error != "" && !strings.Contains(s.Error, es.Error):

@@ -115,6 +115,18 @@ func (r *Result) Errmsg() []string { return errmsgOf(r.Msg) }
 // failures and refusals included, is in the Result and the delivery is
 // finished.
 func (r *Runner) Handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result, error) {
+	res, err := r.handle(ctx, p, d)
+	if err != nil && errors.Is(err, ErrPermanent) && !errors.Is(err, ErrUnavailable) {
+		// Delivered again, the message would fail the same way for ever.
+		res.Failed = true
+		res.Refused = err.Error()
+		res.DeadLetter = "cannot be handled: " + err.Error()
+		return res, nil
+	}
+	return res, err
+}
+
+func (r *Runner) handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result, error) {
 	id := MessageIdentity(d.MessageID, d.RoutingKey, d.Body)
 	res := &Result{Pipeline: p.Name, RoutingKey: d.RoutingKey, MessageID: id}
 

@@ -32,6 +32,10 @@ func TestDecodeMessage(t *testing.T) {
 				"l": []any{map[string]any{"k": 1}, map[string]any{"k": 2}}}, ""},
 		{"key equal to a value", `{"a":"b","b":"a"}`, Message{"a": "b", "b": "a"}, ""},
 		{"keys differing in case", `{"uid":1,"UID":2}`, Message{"uid": 1, "UID": 2}, ""},
+		{"number past float64", `{"username":"ana","extra":1e700}`, nil,
+			`field "extra": the number 1e700 is out of range`},
+		{"nested number past float64", `{"a":[{"b":-1e400}]}`, nil, `field "a.b": the number -1e400 is out of range`},
+		{"tiny number", `{"a":1e-400}`, Message{"a": 0}, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
