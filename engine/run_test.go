@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -23,6 +24,7 @@ type testAction struct {
 	panicMsg  string
 	sleep     time.Duration
 	set       string
+	value     any // set instead of the call count when not nil
 }
 
 func (a *testAction) Run(ctx context.Context, c *Call) error {
@@ -42,7 +44,11 @@ func (a *testAction) Run(ctx context.Context, c *Call) error {
 		}
 	}
 	if a.set != "" {
-		c.Set(a.set, n)
+		if a.value != nil {
+			c.Set(a.set, a.value)
+		} else {
+			c.Set(a.set, n)
+		}
 	}
 	c.Notef("call %d", n)
 	return nil
@@ -460,5 +466,25 @@ pipeline "p" {
 	}
 	if n := acts["flaky"].calls.Load(); n < 2 || n > 5 {
 		t.Fatalf("%d attempts, want a few", n)
+	}
+}
+
+// A message that fails the same way on every delivery goes to the dead
+// letters at once instead of being requeued for ever.
+func TestUnhandleableDeadLettered(t *testing.T) {
+	acts := map[string]*testAction{"a": {value: math.Inf(1)}}
+	_, r, _ := loadTest(t, `
+message {
+  username = string
+}
+pipeline "p" {
+  on = ["request.*"]
+  step "a" { sets = "ratio" }
+}
+`, acts)
+	res := handle(t, r, `{"username":"ana"}`)
+	if !res.Failed || !strings.HasPrefix(res.DeadLetter, "cannot be handled: ") ||
+		!strings.Contains(res.DeadLetter, "unsupported value: +Inf") {
+		t.Fatalf("failed=%v dead letter %q; want a dead letter naming the +Inf", res.Failed, res.DeadLetter)
 	}
 }
