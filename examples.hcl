@@ -29,6 +29,10 @@ broker {
 
   # Bodies larger than this many bytes are dead-lettered unread.
   max_body = 1048576
+
+  # The broker's consumer_timeout: a retrying step gives up in time for
+  # the delivery to be acknowledged within it.
+  consumer_timeout = "30m"
 }
 
 # store: one SQLite file holds reserved ids, claimed unique values, the
@@ -66,6 +70,31 @@ message {
   account   = string
 }
 
+# consumer "NAME": a program outside regflow that reads keys from the
+# exchange. Declaring it tells validate that a publish to those keys is
+# read by someone; it binds no queue.
+consumer "tour_form" {
+  description = "The web form that waits for tour.completed.<q>."
+  on          = ["tour.completed.*"]
+}
+
+# track "NAME": follow one registration across its messages. It opens on
+# a start key, is answered by the first publication on a finish key (a
+# second answer is not published), and when the deadline passes first,
+# on_timeout answers it once. regflow status shows what each waits for.
+track "tour" {
+  id       = "{{ msg.username }}"
+  start    = ["tour.request.*"]
+  finish   = ["tour.completed.*"]
+  deadline = "5m"
+
+  on_timeout {
+    publish "late" {
+      routing_key = "tour.completed.{{ msg.queuename }}"
+    }
+  }
+}
+
 # pipeline "NAME": a chain of steps bound to routing-key patterns. Its
 # durable queue is named after it (plus queue_prefix). Steps run in the
 # order written; each step block is `ACTION "STEP_NAME" { … }`.
@@ -74,6 +103,10 @@ pipeline "tour_request" {
 
   # Patterns: "*" is one word, "#" any number of words.
   on = ["tour.request.*"]
+
+  # The durable queue's name, after queue_prefix; the pipeline's name when
+  # left out.
+  queue = "tour-request"
 
   # Only one regflow process consumes this queue at a time; the others
   # stand by. For single-writer state across hosts.
@@ -91,6 +124,8 @@ pipeline "tour_request" {
     emails        = ["email"]     # one bare address each
     routing_words = ["queuename"] # usable as one routing-key word
     multiline     = ["reason"]    # may hold line breaks
+    max_length    = 256           # characters in any other string field
+    max_multiline = 4096          # characters in a multiline field
     rules = {
       "msg.queuename == queuename(msg.username)" = "queuename: must be the encoded username"
       "len(msg.fullname) <= 200"                 = "fullname: at most 200 characters"
@@ -111,6 +146,7 @@ pipeline "tour_request" {
   exec "account" {
     command  = ["/bin/echo", "created", "{{ msg.username }}", "{{ msg.uid }}"]
     env      = { ACCOUNT_UID = "{{ msg.uid }}" }
+    dir      = "var"     # where it runs; the working directory by default
     output   = "account" # the trimmed standard output goes here
     timeout  = "30s"
     on_error = "continue" # record the error in errmsg and go on
@@ -141,6 +177,7 @@ pipeline "tour_request" {
     server = "listserv@lists.example.edu"
     email  = "{{ msg.email }}"
     name   = "{{ msg.fullname }}"
+    from   = "rc-accounts@example.edu" # the list server accepts commands from it
     quiet  = true
     once   = "lists:{{ msg.username }}" # once per user, not per message
   }

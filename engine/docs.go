@@ -103,6 +103,29 @@ carries ` + "`errmsg`" + ` (list(string)) and ` + "`success`" + ` (bool), which 
 	io.WriteString(w, strings.TrimRight(b.String(), "\n")+"\n")
 }
 
+// Documented lists the attributes the loader accepts in each kind of
+// block: "broker", "store", "mail", "consumer", "pipeline", "track",
+// "step" (every step), "retry", and each action of reg by its name.
+func Documented(reg *Registry) map[string][]string {
+	names := func(attrs []AttrSpec) []string {
+		var n []string
+		for _, a := range attrs {
+			n = append(n, a.Name)
+		}
+		return n
+	}
+	m := map[string][]string{
+		"broker": names(brokerAttrs), "store": names(storeAttrs), "mail": names(mailAttrs),
+		"consumer": names(consumerAttrs), "pipeline": names(pipelineAttrs), "track": names(trackAttrs),
+		"step": names(stepAttrs), "retry": names(retryAttrs),
+	}
+	for _, name := range reg.Names() {
+		spec, _ := reg.Lookup(name)
+		m[name] = names(spec.Attrs)
+	}
+	return m
+}
+
 func writeAttrTable(b *strings.Builder, attrs []AttrSpec) {
 	b.WriteString("| attribute | type | default | description |\n|---|---|---|---|\n")
 	for _, a := range attrs {

@@ -25,13 +25,15 @@ Usage:
                                       run one message through the pipelines in-process
   regflow request USER --email E --fullname F --reason R
                                       submit a registration and wait for its answer
-  regflow test [-run REGEXP] DIR...   run the pipeline tests in DIR/*_test.hcl, in a sandbox
+  regflow test [-v] [-run REGEXP] DIR...
+                                      run the pipeline tests in DIR/*_test.hcl, in a sandbox
   regflow status [USER]               registrations and their steps
   regflow dead list | replay ID...|--all
                                       show or retry the messages that could not succeed
   regflow graph [--format dot] DIR... the routing picture, as Mermaid or DOT
   regflow fmt [-check] [-diff] [PATH...]
-                                      rewrite HCL files in canonical form
+                                      rewrite HCL files in canonical form (default: the
+                                      current directory and below; -diff writes nothing)
   regflow docs [-o FILE]              the pipeline reference (docs/reference.md)
   regflow version
 

@@ -10,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+
+	"regflow/actions"
 	"regflow/engine"
 )
 
@@ -373,5 +377,63 @@ pipeline "log" {
 	if code, _, errOut := runCLI(t, "status", "--config", dir, "nobody"); code != 1 ||
 		!strings.Contains(errOut, "no registration of nobody") {
 		t.Fatalf("unknown user: exit %d %s", code, errOut)
+	}
+}
+
+// TestExamplesCoverEverything keeps the promise of examples.hcl: every
+// block, action and attribute the loader accepts appears in it at least
+// once.
+func TestExamplesCoverEverything(t *testing.T) {
+	src, err := os.ReadFile("../../examples.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, diags := hclsyntax.ParseConfig(src, "examples.hcl", hcl.InitialPos)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	reg := actions.Registry()
+	seen := map[string]map[string]bool{}
+	note := func(kind string, body *hclsyntax.Body) {
+		if seen[kind] == nil {
+			seen[kind] = map[string]bool{}
+		}
+		for name := range body.Attributes {
+			seen[kind][name] = true
+		}
+	}
+	var walk func(kind string, body *hclsyntax.Body)
+	walk = func(kind string, body *hclsyntax.Body) {
+		for _, b := range body.Blocks {
+			switch {
+			case b.Type == "on_failure" || b.Type == "on_timeout":
+				walk(kind, b.Body)
+			case b.Type == "retry":
+				note("retry", b.Body)
+			case kind == "pipeline" || kind == "track":
+				if _, ok := reg.Lookup(b.Type); !ok {
+					t.Errorf("examples.hcl:%d: %s is not an action", b.TypeRange.Start.Line, b.Type)
+					continue
+				}
+				note(b.Type, b.Body)
+				note("step", b.Body)
+				walk(b.Type, b.Body)
+			default:
+				note(b.Type, b.Body)
+				walk(b.Type, b.Body)
+			}
+		}
+	}
+	walk("", f.Body.(*hclsyntax.Body))
+	for kind, attrs := range engine.Documented(reg) {
+		if seen[kind] == nil {
+			t.Errorf("examples.hcl has no %s block", kind)
+			continue
+		}
+		for _, a := range attrs {
+			if !seen[kind][a] {
+				t.Errorf("examples.hcl never sets %s in a %s block", a, kind)
+			}
+		}
 	}
 }

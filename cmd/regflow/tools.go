@@ -47,7 +47,7 @@ func cmdGraph(args []string, stdout, stderr io.Writer) error {
 func cmdFmt(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("fmt", "fmt [-check] [-diff] [PATH...]", stderr)
 	check := fs.Bool("check", false, "write nothing; list the files that are not formatted and exit 1 if any")
-	diff := fs.Bool("diff", false, "print the changes as a unified diff")
+	diff := fs.Bool("diff", false, "print the changes as a unified diff and write nothing")
 	paths, err := parseArgs(fs, args)
 	if err != nil {
 		return err
