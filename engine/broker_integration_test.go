@@ -4,12 +4,17 @@ package engine_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -972,5 +977,87 @@ pipeline "finish" {
 	}
 	if len(answers) != 1 || answers[0]["success"] != true {
 		t.Fatalf("answers = %v; want the one success answer", answers)
+	}
+}
+
+// tlsRelay listens for TLS on 127.0.0.1 with a certificate signed by a CA
+// of the test's own and relays each connection to the test broker, so
+// that regflow's amqps:// path meets a real RabbitMQ behind real TLS. It
+// returns the relay's address, the CA file and the count of connections
+// that completed the TLS handshake.
+func tlsRelay(t *testing.T) (addr, ca string, handshakes *atomic.Int32) {
+	t.Helper()
+	ca, certFile, keyFile := tlsFiles(t)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	u, err := url.Parse(amqpURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	handshakes = new(atomic.Int32)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if c.(*tls.Conn).Handshake() != nil {
+					return
+				}
+				handshakes.Add(1)
+				b, err := net.Dial("tcp", u.Host)
+				if err != nil {
+					return
+				}
+				defer b.Close()
+				go io.Copy(b, c)
+				io.Copy(c, b)
+			}()
+		}
+	}()
+	return ln.Addr().String(), ca, handshakes
+}
+
+// TestEngineOverTLS runs the registration workflow over amqps://, the CA
+// given as cacertfile, and checks that a certificate from an unknown CA
+// is refused rather than trusted.
+func TestEngineOverTLS(t *testing.T) {
+	addr, ca, handshakes := tlsRelay(t)
+	u, _ := url.Parse(amqpURL())
+	tlsURL := fmt.Sprintf("amqps://%s@%s%s?cacertfile=%s", u.User.String(), addr, u.Path, url.QueryEscape(ca))
+
+	if _, err := engine.Dial(fmt.Sprintf("amqps://%s@%s%s", u.User.String(), addr, u.Path), "test"); err == nil ||
+		!strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("dial without the CA: %v; want a certificate error", err)
+	} else if pw, ok := u.User.Password(); ok && strings.Contains(err.Error(), ":"+pw+"@") {
+		t.Fatalf("the dial error shows the password: %v", err)
+	}
+
+	le := startEngineWith(t, func(le *liveEngine) {
+		le.eng = engine.NewEngine(le.cfg, tlsURL, le.svc)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	reply, err := engine.Request(ctx, tlsURL, le.exchange, engine.Message{"username": "tls.user",
+		"queuename": engine.QueueName("tls.user"), "email": "tls.user@example.org", "fullname": "Tee Ls",
+		"reason": "integration test"})
+	if err != nil {
+		t.Fatalf("request over amqps: %v", err)
+	}
+	if reply["success"] != true || reply["uid"] != 10001 || reply["username"] != "tls.user" {
+		t.Fatalf("completed over amqps = %v", reply)
+	}
+	// The engine's connection and the request's, both through TLS.
+	if n := handshakes.Load(); n < 2 {
+		t.Fatalf("%d TLS handshakes, want the engine's and the request's", n)
 	}
 }
