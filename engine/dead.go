@@ -114,7 +114,7 @@ func ReplayDead(ctx context.Context, conn *amqp.Connection, cfg *Config, store *
 			return false, nil
 		}
 		if store != nil && dl.Pipeline != "" {
-			if err := store.JournalForgetFailed(ctx, dl.Pipeline+"/"+dl.ID); err != nil {
+			if err := store.JournalForgetFailed(ctx, dl.Pipeline+"/"+MessageIdentity(dl.ID, dl.RoutingKey, dl.Body)); err != nil {
 				return false, err
 			}
 		}

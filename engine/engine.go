@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -432,7 +433,7 @@ func (e *Engine) deadLetter(ctx context.Context, p *Pipeline, d amqp.Delivery, r
 	out := &Outgoing{
 		Exchange:   e.cfg.Broker.DeadLetter,
 		RoutingKey: res.RoutingKey,
-		MessageID:  res.MessageID,
+		MessageID:  cmp.Or(d.MessageId, res.MessageID), // the id its producer knows
 		Body:       d.Body,
 		Headers: map[string]any{
 			HeaderPipeline:   p.Name,

@@ -142,18 +142,24 @@ func duplicateKey(data []byte) string {
 	}
 }
 
-// MessageIdentity is the identity of a delivery for the journal: the AMQP
-// message id when the producer set one, else a digest of routing key and
-// body, so that the same message delivered twice has the same identity.
+// MessageIdentity is the identity of a delivery for the journal, the same
+// for the same message delivered twice. It is the AMQP message id, when the
+// producer set one, followed by a short digest of routing key and body, so
+// that a producer reusing an id for another message does not replay the
+// first one's results; without an id, the digest alone.
 func MessageIdentity(messageID, key string, body []byte) string {
-	if messageID != "" {
-		return messageID
-	}
 	h := sha256.New()
 	h.Write([]byte(key))
 	h.Write([]byte{0})
 	h.Write(body)
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))[:40]
+	sum := hex.EncodeToString(h.Sum(nil))
+	digest := "sha256:" + sum[:40]
+	if messageID == "" || messageID == digest {
+		// A dead letter of a message without an id is replayed with its
+		// digest as id: the same identity, so its journal still counts.
+		return digest
+	}
+	return messageID + "#" + sum[:12]
 }
 
 func truncate(s string, n int) string {

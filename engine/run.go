@@ -130,6 +130,12 @@ func (r *Runner) handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 	id := MessageIdentity(d.MessageID, d.RoutingKey, d.Body)
 	res := &Result{Pipeline: p.Name, RoutingKey: d.RoutingKey, MessageID: id}
 
+	// Two deliveries of the same message at once (a redelivery overtaking
+	// the original, or identical submissions) take turns: the second then
+	// replays what the first journaled instead of repeating it.
+	unlock := r.lockOnce("message:" + p.Name + "/" + id)
+	defer unlock()
+
 	if max := r.Config.Broker.MaxBody; max > 0 && len(d.Body) > max {
 		res.Refused = fmt.Sprintf("body is %d bytes; the limit is %d (broker.max_body)", len(d.Body), max)
 		res.DeadLetter = res.Refused
@@ -240,6 +246,10 @@ type frame struct {
 	// record collects what the current step leaves in the store, written
 	// in one go when it ends.
 	record StepRecord
+
+	// unlockOnce releases the current step's once key, after record is
+	// written.
+	unlockOnce func()
 }
 
 // runFailure runs the on_failure steps. Each runs even when an earlier
@@ -266,6 +276,14 @@ func (r *Runner) runFailure(ctx context.Context, f *frame, res *Result) error {
 func (r *Runner) runStep(ctx context.Context, f *frame, s *Step) (StepResult, error) {
 	start := time.Now()
 	f.record = StepRecord{}
+	// A once step's lock is held until its result is in the store, so
+	// that the next message with the same key replays it.
+	defer func() {
+		if f.unlockOnce != nil {
+			f.unlockOnce()
+			f.unlockOnce = nil
+		}
+	}()
 	sr, err := r.step(ctx, f, s)
 	sr.Duration = time.Since(start)
 	if err != nil {
@@ -311,8 +329,7 @@ func (r *Runner) step(ctx context.Context, f *frame, s *Step) (StepResult, error
 			return fail(errors.New("once: the key rendered empty"))
 		}
 		scope = "once:" + k
-		unlock := r.lockOnce(scope)
-		defer unlock()
+		f.unlockOnce = r.lockOnce(scope)
 	}
 
 	store := r.Svc.Store

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -486,5 +487,106 @@ pipeline "p" {
 	if !res.Failed || !strings.HasPrefix(res.DeadLetter, "cannot be handled: ") ||
 		!strings.Contains(res.DeadLetter, "unsupported value: +Inf") {
 		t.Fatalf("failed=%v dead letter %q; want a dead letter naming the +Inf", res.Failed, res.DeadLetter)
+	}
+}
+
+// handleAll delivers each body at once, concurrently, with the given
+// message ids ("" for none), and waits for all.
+func handleAll(t *testing.T, r *Runner, ids []string, bodies []string) []*Result {
+	t.Helper()
+	res := make([]*Result, len(bodies))
+	errs := make([]error, len(bodies))
+	var wg sync.WaitGroup
+	for i := range bodies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i], errs[i] = r.Handle(context.Background(), r.Config.Pipelines[0],
+				&Delivery{RoutingKey: "request.ana", MessageID: ids[i], Body: []byte(bodies[i])})
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return res
+}
+
+// Ten copies of one message handled at the same moment run each step
+// once; the other nine replay it.
+func TestConcurrentCopiesRunOnce(t *testing.T) {
+	acts := map[string]*testAction{"slow": {sleep: 20 * time.Millisecond}}
+	_, r, _ := loadTest(t, `
+message { username = string }
+pipeline "p" {
+  on = ["#"]
+  step "slow" {}
+}`, acts)
+	ids := make([]string, 10)
+	bodies := make([]string, 10)
+	for i := range bodies {
+		bodies[i] = `{"username":"ana"}`
+	}
+	results := handleAll(t, r, ids, bodies)
+	if n := acts["slow"].calls.Load(); n != 1 {
+		t.Fatalf("the step ran %d times for ten copies of one message, want 1", n)
+	}
+	replayed := 0
+	for _, res := range results {
+		if res.Steps[0].Replayed {
+			replayed++
+		}
+	}
+	if replayed != 9 {
+		t.Fatalf("%d copies replayed, want 9", replayed)
+	}
+}
+
+// Fifty different messages for one user at the same moment run a once step
+// once: the lock on the key is held until the result is in the store.
+func TestOnceConcurrent(t *testing.T) {
+	acts := map[string]*testAction{"welcome": {}}
+	_, r, _ := loadTest(t, `
+message { username = string }
+pipeline "p" {
+  on = ["#"]
+  step "welcome" { once = "welcome:{{ msg.username }}" }
+}`, acts)
+	ids := make([]string, 50)
+	bodies := make([]string, 50)
+	for i := range bodies {
+		ids[i] = fmt.Sprintf("m%d", i)
+		bodies[i] = `{"username":"ana"}`
+	}
+	handleAll(t, r, ids, bodies)
+	if n := acts["welcome"].calls.Load(); n != 1 {
+		t.Fatalf("welcome ran %d times for fifty messages, want 1", n)
+	}
+}
+
+// A producer that reuses a message id for another message gets it
+// handled: the results of the first are never replayed for the second.
+func TestReusedMessageID(t *testing.T) {
+	acts := map[string]*testAction{}
+	_, r, _ := loadTest(t, `
+message { username = string }
+pipeline "p" {
+  on = ["#"]
+  step "a" { sets = "n" }
+}`, acts)
+	var got []any
+	for _, body := range []string{`{"username":"ana"}`, `{"username":"bo"}`, `{"username":"ana"}`} {
+		res, err := r.Handle(context.Background(), r.Config.Pipelines[0],
+			&Delivery{RoutingKey: "request.x", MessageID: "fixed-id", Body: []byte(body)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, res.Msg["n"])
+	}
+	// ana runs (1), bo runs (2), ana again is a redelivery: replayed (1).
+	if !reflect.DeepEqual(got, []any{1, 2, 1}) {
+		t.Fatalf("n = %v, want [1 2 1]", got)
 	}
 }
