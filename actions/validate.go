@@ -135,6 +135,21 @@ func newValidate(c *engine.StepConfig) (engine.Action, error) {
 			}
 		}
 	}
+	// What checks text must be given text.
+	for _, attr := range []string{"usernames", "emails", "routing_words", "multiline"} {
+		for _, f := range c.Strings(attr) {
+			if t, ok := c.Schema[f]; ok && t.Kind != engine.KindString && t.Kind != engine.KindAny {
+				errs = append(errs, c.Errorf(attr, "Field is not a string",
+					"%s names the field %q, which the message block declares as %s; it checks strings only.",
+					attr, f, t))
+			}
+		}
+	}
+	for _, attr := range []string{"max_length", "max_multiline"} {
+		if c.Has(attr) && c.Int(attr, 1) < 1 {
+			errs = append(errs, c.Errorf(attr, "Invalid length", "%s is a number of characters and must be at least 1.", attr))
+		}
+	}
 	for _, p := range v.unique {
 		if _, ok := c.Schema[p.Key]; !ok {
 			errs = append(errs, c.Errorf("unique", "Unknown message field",

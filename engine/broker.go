@@ -17,6 +17,9 @@ import (
 // Dial opens a connection to the broker at url, named after this process
 // so that operators can tell regflow's connections apart.
 func Dial(url, name string) (*amqp.Connection, error) {
+	if err := CheckAMQPURL(url); err != nil {
+		return nil, Permanent(fmt.Errorf("broker URL: %w", err))
+	}
 	host, _ := os.Hostname()
 	cfg := amqp.Config{
 		Heartbeat: 10 * time.Second,
@@ -31,6 +34,35 @@ func Dial(url, name string) (*amqp.Connection, error) {
 		return nil, brokerErr("connect to "+RedactURL(url), err)
 	}
 	return conn, nil
+}
+
+// CheckAMQPURL reports what makes raw unusable as a broker URL, without
+// repeating the URL (and so its password) in the error: a syntax error,
+// another scheme, or a TLS file that cannot be read.
+func CheckAMQPURL(raw string) error {
+	if strings.TrimSpace(raw) != raw {
+		return errors.New("it has spaces around it")
+	}
+	u, err := amqp.ParseURI(raw)
+	if err != nil {
+		return redactURLError(err)
+	}
+	if u.Port < 1 || u.Port > 65535 {
+		return fmt.Errorf("port %d is out of range", u.Port)
+	}
+	for param, file := range map[string]string{"cacertfile": u.CACertFile, "certfile": u.CertFile,
+		"keyfile": u.KeyFile} {
+		if file == "" {
+			continue
+		}
+		if u.Scheme != "amqps" {
+			return fmt.Errorf("%s is given, but only an amqps:// URL uses TLS", param)
+		}
+		if _, err := os.Stat(file); err != nil {
+			return fmt.Errorf("%s: %w", param, err)
+		}
+	}
+	return nil
 }
 
 // brokerErr wraps an AMQP error and says whether a retry can help: a

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
@@ -156,6 +157,7 @@ func (l *loader) load(files []string) (*Config, hcl.Diagnostics) {
 				continue
 			}
 			name := b.Labels[0]
+			l.checkName("pipeline", name, b.LabelRanges[0])
 			if first, dup := seen[name]; dup {
 				l.errorf(b.LabelRanges[0], "Duplicate pipeline",
 					"A pipeline named %q was already defined at %s. Pipeline names become queue names and must be unique.",
@@ -195,6 +197,7 @@ func (l *loader) decodeTrack(dec *decoder, b *hclsyntax.Block) {
 		l.errorf(b.TypeRange, "Missing tracker name", "A track block needs one name, as in track \"registration\" { … }.")
 		return
 	}
+	l.checkName("track", b.Labels[0], b.LabelRanges[0])
 	t := &Tracker{Name: b.Labels[0], Deadline: DefaultDeadline, Range: hcl.RangeBetween(b.TypeRange, b.LabelRanges[0])}
 	for _, other := range l.cfg.Trackers {
 		if other.Name == t.Name {
@@ -252,6 +255,7 @@ func (l *loader) decodeConsumer(dec *decoder, b *hclsyntax.Block) {
 			"A consumer block needs one name, as in consumer \"web_form\" { on = [\"completed.*\"] }.")
 		return
 	}
+	l.checkName("consumer", b.Labels[0], b.LabelRanges[0])
 	c := &Consumer{Name: b.Labels[0], Range: hcl.RangeBetween(b.TypeRange, b.LabelRanges[0])}
 	for _, other := range l.cfg.Consumers {
 		if other.Name == c.Name {
@@ -338,6 +342,9 @@ func (l *loader) decodeConfigBlock(dec *decoder, b *hclsyntax.Block) {
 		switch b.Type + "." + name {
 		case "broker.url":
 			c.Broker.URL = v.(string)
+			if err := CheckAMQPURL(c.Broker.URL); err != nil {
+				l.errorf(a.Expr.Range(), "Invalid broker URL", "The URL cannot be used: %s.", err)
+			}
 		case "broker.exchange":
 			c.Broker.Exchange = v.(string)
 			if c.Broker.Exchange == "" {
@@ -365,8 +372,8 @@ func (l *loader) decodeConfigBlock(dec *decoder, b *hclsyntax.Block) {
 			c.Mail.SMTP = v.(string)
 			if c.Mail.SMTP != "" {
 				if _, err := ParseSMTPURL(c.Mail.SMTP); err != nil {
-					l.errorf(a.Expr.Range(), "Invalid SMTP URL", "%s.",
-						upperFirst(strings.TrimPrefix(err.Error(), "smtp url: ")))
+					l.errorf(a.Expr.Range(), "Invalid SMTP URL", "The URL cannot be used: %s.",
+						strings.TrimPrefix(err.Error(), "smtp url: "))
 				}
 			}
 		case "mail.outbox":
@@ -508,6 +515,9 @@ func (l *loader) decodePipeline(dec *decoder, b *hclsyntax.Block) *Pipeline {
 			p.Queue = l.cfg.Broker.QueuePrefix + v.(string)
 		case "prefetch":
 			p.Prefetch = v.(int)
+			if p.Prefetch < 1 || p.Prefetch > 65535 {
+				l.errorf(a.Expr.Range(), "Invalid prefetch", "prefetch must be between 1 and 65535.")
+			}
 		case "single_active_consumer":
 			p.SingleActiveConsumer = v.(bool)
 		case "check_message":
@@ -703,6 +713,22 @@ func (l *loader) stepConfigOnly(dec *decoder, p *Pipeline, blk *hclsyntax.Block,
 	return sc
 }
 
+// checkName refuses a pipeline, step, track or consumer name that is
+// empty or holds "/", which joins pipeline and step names in references
+// such as "provision/record", or blanks and control characters.
+func (l *loader) checkName(kind, name string, rng hcl.Range) {
+	if name == "" {
+		l.errorf(rng, "Empty name", "A %s needs a name of at least one character.", kind)
+		return
+	}
+	if i := strings.IndexFunc(name, func(r rune) bool {
+		return r == '/' || unicode.IsSpace(r) || unicode.IsControl(r)
+	}); i >= 0 {
+		l.errorf(rng, "Invalid name", "The %s name %q holds %q; names may hold no \"/\" (it joins pipeline "+
+			"and step names, as in \"provision/record\"), blanks or control characters.", kind, name, rune(name[i]))
+	}
+}
+
 func stepName(blk *hclsyntax.Block) string {
 	if len(blk.Labels) > 0 {
 		return blk.Labels[0]
@@ -721,6 +747,7 @@ func (l *loader) decodeStep(dec *decoder, p *Pipeline, blk *hclsyntax.Block, spe
 	if len(blk.Labels) > 1 {
 		l.errorf(blk.LabelRanges[1], "Extra label", "A step has one name; remove %q.", blk.Labels[1])
 	}
+	l.checkName("step", name, nameRange)
 	if first, dup := names[name]; dup {
 		l.errorf(nameRange, "Duplicate step name",
 			"A step named %q was already defined at %s. Step names identify results in the journal "+

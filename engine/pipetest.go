@@ -384,6 +384,10 @@ func (tl *testLoader) expect(blk *hclsyntax.Block, e *TestExpect) {
 		n, d := tl.dec.number(a.Expr, "mails")
 		tl.diags = append(tl.diags, d...)
 		count := int(n)
+		if len(d) == 0 && count < 0 {
+			tl.diags = append(tl.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid mails",
+				Detail: "mails counts the mails sent and cannot be negative.", Subject: a.Expr.Range().Ptr()})
+		}
 		e.MailCount = &count
 		e.MailRange = a.SrcRange
 	}

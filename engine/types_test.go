@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -137,5 +138,34 @@ func TestDecodeInvalidUTF8(t *testing.T) {
 	_, err := DecodeMessage([]byte("{\"fullname\":\"\xff\xfe\"}"))
 	if err == nil || err.Error() != "body is not valid UTF-8" {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// A broker URL that cannot work is refused before any connection, and the
+// reason never repeats the password.
+func TestCheckAMQPURL(t *testing.T) {
+	for raw, want := range map[string]string{
+		"amqp://guest:S3cret%zzPW@localhost:5672/":                       `invalid URL escape "%zz"`,
+		" amqp://guest:S3cret@localhost/":                                "spaces around it",
+		"amqp://guest:S3cret@localhost:99999/":                           "port 99999 is out of range",
+		"amqps://guest:S3cret@localhost/?cacertfile=/nonexistent/ca.pem": "cacertfile: stat /nonexistent/ca.pem",
+		"amqp://guest:S3cret@localhost/?cacertfile=/etc/hostname":        "only an amqps:// URL uses TLS",
+		"http://guest:S3cret@localhost/":                                 "scheme",
+		"amqp://guest:guest@localhost:5672/":                             "",
+		"amqps://guest:guest@mq.example.edu/accounts":                    "",
+	} {
+		err := CheckAMQPURL(raw)
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%q: %v, want no error", raw, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("%q: %v, want an error with %q", raw, err, want)
+		case err != nil && strings.Contains(err.Error(), "S3cret"):
+			t.Errorf("%q: the error shows the password: %v", raw, err)
+		}
+	}
+	_, err := Dial("amqp://guest:S3cret%zzPW@localhost:5672/", "test")
+	if !errors.Is(err, ErrPermanent) || strings.Contains(err.Error(), "S3cret") {
+		t.Fatalf("Dial: %v; want a permanent error without the password", err)
 	}
 }

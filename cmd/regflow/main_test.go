@@ -305,6 +305,12 @@ test "pipeline typo" {
     pipeline "provison" { status = "ok" }
   }
 }
+
+test "negative mails" {
+  key     = "request.bo"
+  message = {}
+  expect { mails = -1 }
+}
 `), 0o644)
 	code, _, errOut = runCLI(t, "test", dir)
 	for _, want := range []string{
@@ -313,6 +319,7 @@ test "pipeline typo" {
 		`wrong_test.hcl:9:3: error: Empty expect`,
 		`wrong_test.hcl:16:14: error: Unknown pipeline`,
 		`No pipeline is named "provison". Did you mean "provision"?`,
+		`wrong_test.hcl:23:20: error: Invalid mails`,
 	} {
 		if code != 1 || !strings.Contains(errOut, want) {
 			t.Errorf("exit %d; output lacks %q:\n%s", code, want, errOut)

@@ -1,0 +1,25 @@
+# Settings that parse but could never work at run time.
+message {
+  username = string
+  uid      = integer
+}
+
+pipeline "x/y" {
+  on       = ["request.*"]
+  prefetch = -5
+
+  validate "check" {
+    usernames  = ["uid"]
+    max_length = -1
+  }
+}
+
+pipeline "" {
+  on = ["verify.*"]
+
+  log_event "a b" {}
+}
+
+consumer "form/reader" {
+  on = ["completed.*"]
+}
