@@ -140,6 +140,26 @@ func SafeRelPath(p string) (string, error) {
 	return clean, nil
 }
 
+// noSymlinkOnPath refuses a path whose directories or file, as they are in
+// the checkout at root, include a symbolic link: writing through it could
+// land outside the repository, and committing under it would turn the
+// link into a directory.
+func noSymlinkOnPath(root, rel string) error {
+	at := root
+	for _, part := range strings.Split(filepath.ToSlash(rel), "/") {
+		at = filepath.Join(at, part)
+		fi, err := os.Lstat(at)
+		if err != nil {
+			return nil // what does not exist yet is created as a directory or file
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			return fmt.Errorf("path %q passes through the symbolic link %s; records are written only inside the repository",
+				rel, strings.TrimPrefix(at, root+string(filepath.Separator)))
+		}
+	}
+	return nil
+}
+
 func (g *gitCommit) Run(ctx context.Context, c *engine.Call) error {
 	rel, err := c.Render(g.path)
 	if err != nil {
@@ -169,6 +189,9 @@ func (g *gitCommit) Run(ctx context.Context, c *engine.Call) error {
 		}
 	}
 
+	if err := noSymlinkOnPath(c.Svc.Path(g.repo), rel); err != nil {
+		return engine.Permanent(err)
+	}
 	res := committerFor(c.Svc.Path(g.repo), g, c.Svc.Sandbox).commit(ctx, c.Log, record{rel, content, msg})
 	switch {
 	case res.err != nil:

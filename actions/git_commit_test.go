@@ -184,6 +184,16 @@ func TestGitCommitPathEscape(t *testing.T) {
 		t.Fatal(err)
 	}
 	outside := filepath.Join(e.root, "outside.json")
+	outsideDir := filepath.Join(e.root, "outside-dir")
+	if err := os.Mkdir(outsideDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outsideDir, filepath.Join(repo, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(repo, "users", "eve.json")); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name     string
@@ -202,6 +212,10 @@ func TestGitCommitPathEscape(t *testing.T) {
 		{"directory", "raw", "users/", `path "users/" names a directory`},
 		{"empty", "raw", "", "path rendered empty"},
 		{"line break", "raw", "users/a\nb.json", `path "users/a\nb.json" contains a control character`},
+		{"directory link", "raw", "link/escaped.json",
+			`path "link/escaped.json" passes through the symbolic link link; records are written only inside the repository`},
+		{"file link", "record", "eve",
+			`path "users/eve.json" passes through the symbolic link users/eve.json; records are written only inside the repository`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -220,7 +234,8 @@ func TestGitCommitPathEscape(t *testing.T) {
 			}
 		})
 	}
-	escaped := []string{outside, filepath.Join(e.root, "tmp/x.json"), filepath.Join(e.root, "var/escaped.json")}
+	escaped := []string{outside, filepath.Join(e.root, "tmp/x.json"), filepath.Join(e.root, "var/escaped.json"),
+		filepath.Join(outsideDir, "escaped.json")}
 	for _, p := range escaped {
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("%s was written", p)
