@@ -359,14 +359,30 @@ func (e *Engine) handle(ctx context.Context, p *Pipeline, d amqp.Delivery) {
 		log.Error("message dead-lettered", "reason", res.DeadLetter, "queue", e.cfg.Broker.QueuePrefix+e.cfg.Broker.DeadLetter)
 	case res.Failed:
 		log.Info("chain failed", "errmsg", strings.Join(res.Errmsg(), "; "))
+	default:
+		var failed []string
+		for _, s := range res.Steps {
+			if s.Status == StepFailed && !s.Replayed {
+				failed = append(failed, s.Step)
+			}
+		}
+		if len(failed) > 0 {
+			log.Info("step failed; the chain went on (on_error = \"continue\")", "steps", strings.Join(failed, ","),
+				"errmsg", strings.Join(res.Errmsg(), "; "))
+		}
 	}
 	if err := d.Ack(false); err != nil {
 		log.Warn("ack failed; the message will be redelivered and replayed from the journal", "error", err.Error())
 	}
 }
 
-// headerInt reads a whole-number header, as any AMQP client may encode it.
+// headerInt reads a whole-number header, as any AMQP client may encode
+// it; a negative number counts as 0.
 func headerInt(v any) int {
+	return max(0, headerNumber(v))
+}
+
+func headerNumber(v any) int {
 	switch n := v.(type) {
 	case int8:
 		return int(n)

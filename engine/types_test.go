@@ -169,3 +169,13 @@ func TestCheckAMQPURL(t *testing.T) {
 		t.Fatalf("Dial: %v; want a permanent error without the password", err)
 	}
 }
+
+// A hop count from a producer can only start the count, never loosen the
+// loop guard.
+func TestHeaderInt(t *testing.T) {
+	for v, want := range map[any]int{int32(-5): 0, "abc": 0, int64(7): 7, uint8(3): 3, nil: 0} {
+		if got := headerInt(v); got != want {
+			t.Errorf("headerInt(%#v) = %d, want %d", v, got, want)
+		}
+	}
+}
