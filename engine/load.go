@@ -393,6 +393,11 @@ func (l *loader) decodeMessage(dec *decoder, b *hclsyntax.Block) {
 		a := b.Body.Attributes[name]
 		t, diags := parseType(dec, a.Expr)
 		l.diags = append(l.diags, diags...)
+		if kept, ok := builtinFields[name]; ok && !diags.HasErrors() && !kept.AssignableTo(t) {
+			l.errorf(a.SrcRange, "Conflicting field type",
+				"The engine keeps %s as %s on every message; this line declares it %s. Remove the line.",
+				name, kept, t)
+		}
 		// A field with a bad type is still declared, as any, so that its
 		// uses do not each report it missing.
 		l.cfg.Message[name] = t
@@ -465,16 +470,12 @@ func parseType(dec *decoder, e hclsyntax.Expression) (FieldType, hcl.Diagnostics
 	return bad(fmt.Sprintf("There is no type constructor %q.", call.Name))
 }
 
+// builtinFields are the fields the engine keeps on every message.
+var builtinFields = Schema{FieldErrmsg: TypeStringList, FieldSuccess: TypeBool}
+
 // finishSchema adds the fields the engine keeps on every message.
 func (l *loader) finishSchema() {
-	builtin := Schema{FieldErrmsg: TypeStringList, FieldSuccess: TypeBool}
-	for name, t := range builtin {
-		if declared, ok := l.cfg.Message[name]; ok && !t.AssignableTo(declared) {
-			r := l.firstBlock["message"]
-			l.errorf(r, "Conflicting field type",
-				"The engine keeps %s as %s on every message; the message block declares it %s. Remove the line.",
-				name, t, declared)
-		}
+	for name, t := range builtinFields {
 		l.cfg.Message[name] = t
 	}
 }

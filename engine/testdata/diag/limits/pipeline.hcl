@@ -2,6 +2,7 @@
 message {
   username = string
   uid      = integer
+  success  = string
 }
 
 pipeline "x/y" {
