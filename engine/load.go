@@ -77,6 +77,19 @@ type loader struct {
 	diags  hcl.Diagnostics
 
 	firstBlock map[string]hcl.Range // singleton blocks seen, by type
+	syntax     []hcl.Range          // where the files failed to parse
+}
+
+// cutShort reports whether a syntax error lies inside r: the parser then
+// gave only the part of the block before it, and what seems to be missing
+// from the block may well be in the part it could not read.
+func (l *loader) cutShort(r hcl.Range) bool {
+	for _, e := range l.syntax {
+		if e.Filename == r.Filename && e.Start.Byte >= r.Start.Byte && e.Start.Byte <= r.End.Byte {
+			return true
+		}
+	}
+	return false
 }
 
 type fileBody struct {
@@ -105,6 +118,11 @@ func (l *loader) load(files []string) (*Config, hcl.Diagnostics) {
 	for _, name := range files {
 		f, diags := l.parser.ParseHCLFile(name)
 		l.diags = append(l.diags, diags...)
+		for _, d := range diags {
+			if d.Severity == hcl.DiagError && d.Subject != nil {
+				l.syntax = append(l.syntax, *d.Subject)
+			}
+		}
 		if f == nil {
 			continue
 		}
@@ -315,7 +333,7 @@ func (l *loader) checkBody(body *hclsyntax.Body, attrs []AttrSpec, blocks []stri
 	}
 	for _, a := range attrs {
 		if a.Required {
-			if _, ok := body.Attributes[a.Name]; !ok {
+			if _, ok := body.Attributes[a.Name]; !ok && !l.cutShort(body.SrcRange) {
 				r := body.SrcRange
 				l.errorf(hcl.Range{Filename: r.Filename, Start: r.Start, End: r.Start}, "Missing required argument",
 					"The argument %q is required here. %s", a.Name, a.Doc)
@@ -549,7 +567,7 @@ func (l *loader) decodePipeline(dec *decoder, b *hclsyntax.Block) *Pipeline {
 		}
 		main = append(main, blk)
 	}
-	if len(main) == 0 {
+	if len(main) == 0 && !l.cutShort(b.Range()) {
 		l.errorf(p.Range, "Pipeline has no steps", "Add at least one step, such as log_event \"log\" { }.")
 	}
 
