@@ -520,7 +520,6 @@ func (l *loader) decodePipeline(dec *decoder, b *hclsyntax.Block) *Pipeline {
 		Range:        hcl.RangeBetween(b.TypeRange, b.LabelRanges[0]),
 	}
 	p.Queue = l.cfg.Broker.QueuePrefix + p.Name
-	before := len(l.diags)
 	l.decodeAttrs(dec, b.Body, pipelineAttrs, nil, l.cfg.Message, func(name string, a *hclsyntax.Attribute, v any) {
 		switch name {
 		case "when":
@@ -626,9 +625,9 @@ func (l *loader) decodePipeline(dec *decoder, b *hclsyntax.Block) *Pipeline {
 			p.OnFailure = append(p.OnFailure, s)
 		}
 	}
-	if len(l.diags) > before && l.diags[before:].HasErrors() {
-		return nil
-	}
+	// A pipeline with errors is kept too, with the steps that decoded, so
+	// that the checks across pipelines (queue names, trackers) still see
+	// it; the configuration is not returned when there are errors.
 	return p
 }
 

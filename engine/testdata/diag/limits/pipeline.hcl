@@ -24,3 +24,11 @@ pipeline "" {
 consumer "form/reader" {
   on = ["completed.*"]
 }
+
+# Pipeline "x/y" has errors of its own; its queue still counts.
+pipeline "other" {
+  on    = ["other.*"]
+  queue = "x/y"
+
+  log_event "log" {}
+}
