@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -46,20 +47,43 @@ func decodeObject(body []byte, msg *Message) error {
 	}
 	// encoding/json keeps the last of two equal keys; a check that read
 	// the first would then approve what a step acts on differently.
+	var problem error
+	drop := map[string]bool{} // top-level fields that cannot be trusted
 	if dup := duplicateKey(trimmed); dup != "" {
-		return fmt.Errorf("body has the field %q twice", dup)
+		problem = fmt.Errorf("body has the field %q twice", dup)
+		drop[strings.SplitN(dup, ".", 2)[0]] = true
 	}
 	for _, k := range sortedKeys(m) {
 		if err := checkNumbers(m[k], k); err != nil {
-			return err
+			problem = cmp.Or(problem, err)
+			drop[k] = true
 		}
 	}
 	for k, v := range m {
+		if drop[k] {
+			delete(m, k)
+			continue
+		}
 		m[k] = Normalize(v)
+	}
+	if problem != nil {
+		return &RefusedBody{Err: problem, Salvaged: m}
 	}
 	*msg = m
 	return nil
 }
+
+// RefusedBody is the error for a body that is a JSON object but breaks a
+// rule of the decoder, such as a field given twice. Salvaged holds the
+// fields that could be read without doubt, so that the sender can still be
+// answered with the reason.
+type RefusedBody struct {
+	Err      error
+	Salvaged Message
+}
+
+func (e *RefusedBody) Error() string { return e.Err.Error() }
+func (e *RefusedBody) Unwrap() error { return e.Err }
 
 // checkNumbers refuses a number no float64 holds, such as 1e400: it would
 // become infinity, which JSON cannot carry on. path names the field.

@@ -148,7 +148,13 @@ func (r *Runner) handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 		return res, nil
 	}
 	msg, err := DecodeMessage(d.Body)
-	if err != nil {
+	var refused *RefusedBody
+	switch {
+	case errors.As(err, &refused) && p.CheckMessage:
+		// Readable enough to answer: the problem joins those of the
+		// message block below.
+		msg = refused.Salvaged
+	case err != nil:
 		res.Refused = err.Error()
 		res.DeadLetter = res.Refused
 		return res, nil
@@ -181,7 +187,11 @@ func (r *Runner) handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 	}
 
 	if p.CheckMessage {
-		if problems := r.Config.Message.Check(msg); len(problems) > 0 {
+		problems := r.Config.Message.Check(msg)
+		if refused != nil {
+			problems = append([]string{refused.Error()}, problems...)
+		}
+		if len(problems) > 0 {
 			setErrmsg(msg, errmsgOf(msg))
 			res.Refused = strings.Join(problems, "; ")
 			res.DeadLetter = "message does not match the message block: " + res.Refused

@@ -590,3 +590,33 @@ pipeline "p" {
 		t.Fatalf("n = %v, want [1 2 1]", got)
 	}
 }
+
+// A body that is a JSON object but breaks a decoder rule (a field twice, a
+// number beyond float64) still gets its answer where the sender is known,
+// with the reason in errmsg, and is dead-lettered as well.
+func TestRefusedBodyAnswered(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"username":"ana","queuename":"ana","count_a":1e400}`:       `field "count_a": the number 1e400 is out of range`,
+		`{"username":"ana","queuename":"ana","username":"root"}`:     `body has the field "username" twice`,
+		`{"username":"ana","queuename":"ana","extra":{"a":1,"a":2}}`: `body has the field "extra.a" twice`,
+	} {
+		acts := map[string]*testAction{}
+		_, r, pub := loadTest(t, chainSrc, acts)
+		res := handle(t, r, body)
+		if !res.Failed || res.DeadLetter == "" || !reflect.DeepEqual(res.Errmsg(), []string{want}) {
+			t.Errorf("%s: failed=%v dead letter %q errmsg %q; want failed, dead-lettered, errmsg [%s]",
+				body, res.Failed, res.DeadLetter, res.Errmsg(), want)
+		}
+		if !reflect.DeepEqual(pub.keys, []string{"completed.ana"}) {
+			t.Errorf("%s: published %v, want the answer on completed.ana", body, pub.keys)
+		}
+		if _, ok := res.Msg["extra"]; ok {
+			t.Errorf("%s: the doubtful field extra was kept: %v", body, res.Msg)
+		}
+		for name, a := range acts {
+			if n := a.calls.Load(); n != 0 {
+				t.Errorf("%s: step %s ran %d times, want 0", body, name, n)
+			}
+		}
+	}
+}
