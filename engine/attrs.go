@@ -87,7 +87,12 @@ type StepConfig struct {
 
 	values map[string]any
 	ranges map[string]hcl.Range
+	failed map[string]bool // attributes written but reported already, as they did not decode
 }
+
+// followOn marks a diagnostic about an attribute that did not decode: the
+// loader drops it, as the attribute's own error says what is wrong.
+type followOn struct{}
 
 // Has reports whether the attribute was set.
 func (c *StepConfig) Has(name string) bool { _, ok := c.values[name]; return ok }
@@ -191,12 +196,16 @@ func (c *StepConfig) IntRange(name string) (lo, hi int64, ok bool) {
 // wrong, such as a range whose low end is above its high end.
 func (c *StepConfig) Errorf(attr, summary, format string, args ...any) error {
 	r := c.AttrRange(attr)
-	return hcl.Diagnostics{{
+	d := &hcl.Diagnostic{
 		Severity: hcl.DiagError,
 		Summary:  summary,
 		Detail:   fmt.Sprintf(format, args...),
 		Subject:  &r,
-	}}
+	}
+	if c.failed[attr] {
+		d.Extra = followOn{}
+	}
+	return hcl.Diagnostics{d}
 }
 
 // JoinErrors merges errors from Errorf and ErrorAt into one, so that a

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -816,21 +817,49 @@ func (l *loader) decodeStep(dec *decoder, p *Pipeline, blk *hclsyntax.Block, spe
 		retrySeen = &rb.TypeRange
 		l.decodeRetry(dec, rb, &s.Retry)
 	}
-	if len(l.diags) > before && l.diags[before:].HasErrors() {
-		return nil
+	broken := len(l.diags) > before && l.diags[before:].HasErrors()
+	if broken {
+		// New still checks the attributes that did decode, so that one run
+		// reports them all; what it says about the others is dropped.
+		sc.failed = map[string]bool{}
+		for _, a := range spec.Attrs {
+			if _, written := blk.Body.Attributes[a.Name]; written && !sc.Has(a.Name) {
+				sc.failed[a.Name] = true
+			}
+		}
 	}
-	act, err := spec.New(sc)
+	act, err := l.newAction(spec, sc, broken)
 	if err != nil {
 		if d, ok := err.(hcl.Diagnostics); ok {
-			l.diags = append(l.diags, d...)
-		} else {
+			for _, d := range d {
+				if _, drop := d.Extra.(followOn); !drop {
+					l.diags = append(l.diags, d)
+				}
+			}
+		} else if !broken {
 			l.errorf(s.Range, "Invalid "+spec.Name+" step", "%s.", upperFirst(err.Error()))
 		}
+		return nil
+	}
+	if broken {
 		return nil
 	}
 	s.Impl = act
 	s.idempotent = spec.Idempotent
 	return s
+}
+
+// newAction runs the action's constructor. For a step whose attributes had
+// errors a panic is only a follow-on of them and is swallowed.
+func (l *loader) newAction(spec *ActionSpec, sc *StepConfig, broken bool) (act Action, err error) {
+	if broken {
+		defer func() {
+			if recover() != nil {
+				act, err = nil, errors.New("incomplete step")
+			}
+		}()
+	}
+	return spec.New(sc)
 }
 
 func (l *loader) decodeRetry(dec *decoder, rb *hclsyntax.Block, r *Retry) {
