@@ -107,6 +107,7 @@ func LoadTests(files []string, cfg *Config) ([]*PipelineTest, Sources, hcl.Diagn
 	parser := hclparse.NewParser()
 	var tests []*PipelineTest
 	var diags hcl.Diagnostics
+	seen := map[string]hcl.Range{} // test names, across the files
 	for _, name := range files {
 		f, d := parser.ParseHCLFile(name)
 		diags = append(diags, d...)
@@ -127,13 +128,16 @@ func LoadTests(files []string, cfg *Config) ([]*PipelineTest, Sources, hcl.Diagn
 				tl.errorf(b.TypeRange, "Unexpected block", "%s", detail)
 				continue
 			}
+			// Names are compared before the test is read, so that a
+			// duplicate is reported along with what else is wrong in it.
+			name := b.Labels[0]
+			if first, dup := seen[name]; dup {
+				tl.errorf(b.LabelRanges[0], "Duplicate test", "A test named %q was already defined at %s.",
+					name, at(first))
+			} else {
+				seen[name] = b.LabelRanges[0]
+			}
 			if t := tl.test(b); t != nil {
-				for _, other := range tests {
-					if other.Name == t.Name {
-						tl.errorf(b.LabelRanges[0], "Duplicate test", "A test named %q was already defined at %s.",
-							t.Name, at(other.Range))
-					}
-				}
 				tests = append(tests, t)
 			}
 		}

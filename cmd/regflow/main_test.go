@@ -306,7 +306,7 @@ test "pipeline typo" {
   }
 }
 
-test "negative mails" {
+test "pipeline typo" {
   key     = "request.bo"
   message = {}
   expect { mails = -1 }
@@ -320,6 +320,7 @@ test "negative mails" {
 		`wrong_test.hcl:16:14: error: Unknown pipeline`,
 		`No pipeline is named "provison". Did you mean "provision"?`,
 		`wrong_test.hcl:23:20: error: Invalid mails`,
+		`wrong_test.hcl:20:6: error: Duplicate test`, // reported along with the error inside it
 	} {
 		if code != 1 || !strings.Contains(errOut, want) {
 			t.Errorf("exit %d; output lacks %q:\n%s", code, want, errOut)
