@@ -162,6 +162,9 @@ func (l *loader) load(files []string) (*Config, hcl.Diagnostics) {
 		}
 	}
 	l.finishSchema()
+	if l.cfg.Broker.DeadLetter == "" {
+		l.cfg.Broker.DeadLetter = l.cfg.Broker.Exchange + ".dead"
+	}
 
 	// Phase 2: pipelines.
 	seen := map[string]hcl.Range{}
@@ -401,9 +404,6 @@ func (l *loader) decodeConfigBlock(dec *decoder, b *hclsyntax.Block) {
 			c.Mail.From = v.(string)
 		}
 	})
-	if c.Broker.DeadLetter == "" {
-		c.Broker.DeadLetter = c.Broker.Exchange + ".dead"
-	}
 }
 
 // decodeMessage reads the message block: field = type.
@@ -501,8 +501,31 @@ func (l *loader) finishSchema() {
 
 // checkQueues reports two pipelines sharing one queue.
 func (l *loader) checkQueues() {
+	b := l.cfg.Broker
+	where := l.firstBlock["broker"]
+	if where.Filename == "" && len(l.cfg.Pipelines) > 0 {
+		where = l.cfg.Pipelines[0].Range
+	}
+	for _, n := range []struct{ what, name string }{{"exchange", b.Exchange}, {"dead_letter", b.DeadLetter},
+		{"dead-letter queue", b.QueuePrefix + b.DeadLetter}} {
+		if problem := brokerNameProblem(n.name); problem != "" {
+			l.errorf(where, "Invalid broker name", "The %s name %q %s.", n.what, n.name, problem)
+		}
+	}
+	if b.DeadLetter == b.Exchange {
+		l.errorf(where, "Invalid dead_letter", "dead_letter names the pipelines' own exchange %q; "+
+			"dead letters need an exchange of their own, such as %q.", b.Exchange, b.Exchange+".dead")
+	}
 	byQueue := map[string]*Pipeline{}
 	for _, p := range l.cfg.Pipelines {
+		if problem := brokerNameProblem(p.Queue); problem != "" && p.Name != "" {
+			l.errorf(p.Range, "Invalid queue name", "The queue name %q %s.", p.Queue, problem)
+		}
+		if p.Queue == b.QueuePrefix+b.DeadLetter {
+			l.errorf(p.Range, "Queue is the dead-letter queue",
+				"Pipeline %q would consume the dead-letter queue %q, so that every message it gives up comes "+
+					"back to it at once. Name its queue otherwise.", p.Name, p.Queue)
+		}
 		if first, dup := byQueue[p.Queue]; dup {
 			l.errorf(p.Range, "Duplicate queue",
 				"Pipelines %q and %q both use the queue %q (first at %s); each pipeline needs its own queue "+
@@ -511,6 +534,24 @@ func (l *loader) checkQueues() {
 		}
 		byQueue[p.Queue] = p
 	}
+}
+
+// brokerNameProblem says what keeps name from being an exchange or queue
+// name that regflow can declare, "" when nothing does.
+func brokerNameProblem(name string) string {
+	switch {
+	case strings.TrimSpace(name) == "":
+		return "is empty"
+	case strings.HasPrefix(name, "amq."):
+		return "begins with \"amq.\", which the broker reserves for itself"
+	case len(name) > 255:
+		return fmt.Sprintf("is %d bytes long; the broker allows 255", len(name))
+	case strings.TrimSpace(name) != name:
+		return "has blanks around it"
+	case strings.IndexFunc(name, unicode.IsControl) >= 0:
+		return "holds a control character"
+	}
+	return ""
 }
 
 func (l *loader) decodePipeline(dec *decoder, b *hclsyntax.Block) *Pipeline {
