@@ -56,8 +56,8 @@ func cmdDead(args []string, stdout, stderr io.Writer) error {
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "PIPELINE/ID\tTIME\tSTEP\tROUTING KEY\tREASON")
 		for _, d := range dead {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Ref(), d.Time, orDash(d.Step),
-				d.RoutingKey, oneLine(d.Reason, 100))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", printable(d.Ref()), printable(d.Time), printable(orDash(d.Step)),
+				printable(d.RoutingKey), printable(oneLine(d.Reason, 100)))
 		}
 		return tw.Flush()
 	}
@@ -83,7 +83,7 @@ func cmdDead(args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	replayed, err := engine.ReplayDead(ctx, conn, cfg, store, ids, *all)
 	for _, id := range replayed {
-		fmt.Fprintln(stdout, "replayed", id)
+		fmt.Fprintln(stdout, "replayed", printable(id))
 	}
 	return err
 }

@@ -75,26 +75,26 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "REGISTRATION\tSTATE\tOPENED\tTOOK\tWAITING FOR / LAST ERROR")
 		for _, r := range regs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.ID, r.State, r.OpenedAt.Local().Format("2006-01-02 15:04:05"),
-				took(r), oneLine(detail(r), 80))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", printable(r.ID), r.State, r.OpenedAt.Local().Format("2006-01-02 15:04:05"),
+				took(r), printable(oneLine(detail(r), 80)))
 		}
 		return tw.Flush()
 	}
 	for _, r := range regs {
-		fmt.Fprintf(stdout, "registration %s (%s): %s\n", r.ID, r.Tracker, r.State)
+		fmt.Fprintf(stdout, "registration %s (%s): %s\n", printable(r.ID), r.Tracker, r.State)
 		fmt.Fprintf(stdout, "  opened      %s\n", stamp(r.OpenedAt))
 		fmt.Fprintf(stdout, "  deadline    %s\n", stamp(r.DeadlineAt))
 		if !r.ClosedAt.IsZero() {
 			fmt.Fprintf(stdout, "  closed      %s (after %s)\n", stamp(r.ClosedAt), took(r))
 		}
 		if r.State == engine.RegOpen {
-			fmt.Fprintf(stdout, "  waiting for %s\n", r.WaitingFor)
+			fmt.Fprintf(stdout, "  waiting for %s\n", printable(r.WaitingFor))
 		}
 		if r.LastError != "" {
-			fmt.Fprintf(stdout, "  last error  %s\n", r.LastError)
+			fmt.Fprintf(stdout, "  last error  %s\n", printable(r.LastError))
 		}
 		if r.Late != "" {
-			fmt.Fprintf(stdout, "  late        %s\n", r.Late)
+			fmt.Fprintf(stdout, "  late        %s\n", printable(r.Late))
 		}
 		steps, err := store.RegistrationSteps(ctx, r.Tracker, r.ID)
 		if err != nil {
@@ -112,7 +112,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 				attempts = fmt.Sprintf(" (%d attempts)", s.Attempts)
 			}
 			fmt.Fprintf(tw, "    %s\t%s/%s\t%s\t%s%s\n", s.At.Local().Format("15:04:05.000"), s.Pipeline, s.Step,
-				s.Status, oneLine(what, 90), attempts)
+				s.Status, printable(oneLine(what, 90)), attempts)
 		}
 		tw.Flush()
 	}

@@ -19,3 +19,16 @@ func TestTerminalSafe(t *testing.T) {
 		}
 	}
 }
+
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{
+		"ana.lima":                        "ana.lima",
+		"request.fake\nget_next/FORGED\t": `request.fake\x0aget_next/FORGED\x09`,
+		"a\r\nb\x1b[31m\u009b":            `a\x0d\x0ab\x1b[31m\u009b`,
+		"é ü ✓":                           "é ü ✓",
+	} {
+		if got := printable(in); got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
