@@ -530,14 +530,40 @@ func (r *gitRepo) ensure(ctx context.Context, branch string) error {
 	return err
 }
 
+// writeFile writes a record into the checkout. A symbolic link is refused
+// and a file with another name elsewhere (a hard link) is replaced rather
+// than written through, so the write stays inside the repository.
 func writeFile(path string, data []byte) error {
-	if err := os.WriteFile(path, data, 0o644); err == nil || !os.IsNotExist(err) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSymlink != 0 {
+			return fmt.Errorf("%s is a symbolic link", path)
+		}
+		if sharedFile(fi) {
+			if err := os.Remove(path); err != nil {
+				return err
+			}
+		}
+	}
+	err := writeNoFollow(path, data)
+	if !os.IsNotExist(err) {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(path, data, 0o644)
+	return writeNoFollow(path, data)
+}
+
+func writeNoFollow(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func firstLine(s string) string {

@@ -194,7 +194,6 @@ func TestGitCommitPathEscape(t *testing.T) {
 	if err := os.Symlink(outside, filepath.Join(repo, "users", "eve.json")); err != nil {
 		t.Fatal(err)
 	}
-
 	tests := []struct {
 		name     string
 		pipeline string
@@ -240,6 +239,28 @@ func TestGitCommitPathEscape(t *testing.T) {
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("%s was written", p)
 		}
+	}
+}
+
+// TestGitCommitHardLink: a checkout file that is a hard link to a file
+// outside the repository is replaced by the record, and the outside file
+// is left as it was.
+func TestGitCommitHardLink(t *testing.T) {
+	hermeticGit(t)
+	e := newEnv(t, gitPipelines)
+	repo := filepath.Join(e.root, "var/users")
+	wantOK(t, e.run("record", "verify.ana", request("ana")), "record")
+	hard := filepath.Join(e.root, "hard-outside.json")
+	writeFile(t, hard, "keep me\n")
+	if err := os.Link(hard, filepath.Join(repo, "users", "hal.json")); err != nil {
+		t.Fatal(err)
+	}
+	wantOK(t, e.run("record", "verify.hal", request("hal")), "record")
+	if got, _ := os.ReadFile(hard); string(got) != "keep me\n" {
+		t.Fatalf("the hard-linked file outside was written: %q", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(repo, "users", "hal.json")); !strings.Contains(string(got), `"username": "hal"`) {
+		t.Fatalf("users/hal.json = %q, want the record", got)
 	}
 }
 

@@ -23,3 +23,10 @@ func statOf(fi os.FileInfo) (fileStat, bool) {
 	return fileStat{dev: uint32(st.Dev), ino: uint32(st.Ino), uid: st.Uid, gid: st.Gid,
 		ctime: time.Unix(int64(st.Ctim.Sec), int64(st.Ctim.Nsec))}, true
 }
+
+// sharedFile reports whether the file has more names than this one (a hard
+// link), so that writing to it would change a file elsewhere.
+func sharedFile(fi os.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Nlink > 1
+}
