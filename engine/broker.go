@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -52,15 +53,22 @@ func CheckAMQPURL(raw string) error {
 	}
 	for param, file := range map[string]string{"cacertfile": u.CACertFile, "certfile": u.CertFile,
 		"keyfile": u.KeyFile} {
-		if file == "" {
-			continue
-		}
-		if u.Scheme != "amqps" {
+		if file != "" && u.Scheme != "amqps" {
 			return fmt.Errorf("%s is given, but only an amqps:// URL uses TLS", param)
 		}
-		if _, err := os.Stat(file); err != nil {
-			return fmt.Errorf("%s: %w", param, err)
+	}
+	if u.CACertFile != "" {
+		if _, err := LoadCAFile(u.CACertFile); err != nil {
+			return fmt.Errorf("cacertfile: %w", err)
 		}
+	}
+	switch {
+	case u.CertFile != "" && u.KeyFile != "":
+		if _, err := tls.LoadX509KeyPair(u.CertFile, u.KeyFile); err != nil {
+			return fmt.Errorf("certfile and keyfile: %w", err)
+		}
+	case u.CertFile != "" || u.KeyFile != "":
+		return errors.New("a client certificate needs both certfile and keyfile")
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 	"unicode/utf8"
 
@@ -84,6 +85,7 @@ func writeSnippet(b *strings.Builder, src []byte, r hcl.Range) {
 		return
 	}
 	line := strings.ReplaceAll(strings.TrimRight(lines[r.Start.Line-1], "\r"), "\t", " ")
+	line = maskPasswords(line)
 	width := utf8.RuneCountInString(line)
 	from := r.Start.Column - 1
 	to := r.End.Column - 1
@@ -118,4 +120,16 @@ func wrap(text string, width int) []string {
 		lines = append(lines, line)
 	}
 	return lines
+}
+
+// urlPassword finds the password of a URL written in a source line.
+var urlPassword = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s"]*:)([^@\s"/]+)@`)
+
+// maskPasswords hides the passwords of URLs in a source line shown under a
+// diagnostic, keeping the line's length so the carets stay in place.
+func maskPasswords(line string) string {
+	return urlPassword.ReplaceAllStringFunc(line, func(m string) string {
+		sub := urlPassword.FindStringSubmatch(m)
+		return sub[1] + strings.Repeat("x", utf8.RuneCountInString(sub[2])) + "@"
+	})
 }

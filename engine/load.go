@@ -393,9 +393,13 @@ func (l *loader) decodeConfigBlock(dec *decoder, b *hclsyntax.Block) {
 		case "mail.smtp":
 			c.Mail.SMTP = v.(string)
 			if c.Mail.SMTP != "" {
-				if _, err := ParseSMTPURL(c.Mail.SMTP); err != nil {
+				if sc, err := ParseSMTPURL(c.Mail.SMTP); err != nil {
 					l.errorf(a.Expr.Range(), "Invalid SMTP URL", "The URL cannot be used: %s.",
 						strings.TrimPrefix(err.Error(), "smtp url: "))
+				} else if sc.CAFile != "" {
+					if _, err := LoadCAFile(sc.CAFile); err != nil {
+						l.errorf(a.Expr.Range(), "Invalid SMTP URL", "The URL cannot be used: ca: %s.", err)
+					}
 				}
 			}
 		case "mail.outbox":

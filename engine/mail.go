@@ -254,13 +254,32 @@ func RedactURL(raw string) string {
 	return u.Redacted()
 }
 
-// redactURLError keeps url.Parse errors from echoing a password.
+// redactURLError keeps url.Parse errors from echoing a password, or a
+// part of it: an invalid %-escape is not quoted.
 func redactURLError(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return ue.Err
+		err = ue.Err
+	}
+	var ee url.EscapeError
+	if errors.As(err, &ee) {
+		return errors.New("it has a % not followed by two hex digits; percent-encode reserved characters " +
+			"in the user name and password (% is %25)")
 	}
 	return err
+}
+
+// LoadCAFile reads PEM certificates to trust.
+func LoadCAFile(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 // SMTP sends mail through an SMTP server with go-mail. It keeps a few
@@ -282,13 +301,9 @@ func NewSMTP(cfg *SMTPConfig) (*SMTP, error) {
 		mail.WithTimeout(cfg.Timeout),
 	}
 	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
+		pool, err := LoadCAFile(cfg.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("smtp url: ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("smtp url: ca: %s holds no PEM certificate", cfg.CAFile)
 		}
 		opts = append(opts, mail.WithTLSConfig(&tls.Config{RootCAs: pool, ServerName: cfg.Host,
 			MinVersion: tls.VersionTLS12}))

@@ -145,14 +145,18 @@ func TestDecodeInvalidUTF8(t *testing.T) {
 // reason never repeats the password.
 func TestCheckAMQPURL(t *testing.T) {
 	for raw, want := range map[string]string{
-		"amqp://guest:S3cret%zzPW@localhost:5672/":                       `invalid URL escape "%zz"`,
-		" amqp://guest:S3cret@localhost/":                                "spaces around it",
-		"amqp://guest:S3cret@localhost:99999/":                           "port 99999 is out of range",
-		"amqps://guest:S3cret@localhost/?cacertfile=/nonexistent/ca.pem": "cacertfile: stat /nonexistent/ca.pem",
-		"amqp://guest:S3cret@localhost/?cacertfile=/etc/hostname":        "only an amqps:// URL uses TLS",
-		"http://guest:S3cret@localhost/":                                 "scheme",
-		"amqp://guest:guest@localhost:5672/":                             "",
-		"amqps://guest:guest@mq.example.edu/accounts":                    "",
+		"amqp://guest:S3cret%zzPW@localhost:5672/":                                     "a % not followed by two hex digits",
+		" amqp://guest:S3cret@localhost/":                                              "spaces around it",
+		"amqp://guest:S3cret@localhost:99999/":                                         "port 99999 is out of range",
+		"amqps://guest:S3cret@localhost/?cacertfile=/nonexistent/ca.pem":               "cacertfile: open /nonexistent/ca.pem",
+		"amqp://guest:S3cret@localhost/?cacertfile=/etc/hostname":                      "only an amqps:// URL uses TLS",
+		"http://guest:S3cret@localhost/":                                               "scheme",
+		"amqps://guest:S3cret@localhost/?cacertfile=/etc":                              "cacertfile: read /etc: is a directory",
+		"amqps://guest:S3cret@localhost/?cacertfile=/etc/hostname":                     "/etc/hostname holds no PEM certificate",
+		"amqps://guest:S3cret@localhost/?certfile=/etc/hostname&keyfile=/etc/hostname": "certfile and keyfile:",
+		"amqps://guest:S3cret@localhost/?certfile=/etc/hostname":                       "needs both certfile and keyfile",
+		"amqp://guest:guest@localhost:5672/":                                           "",
+		"amqps://guest:guest@mq.example.edu/accounts":                                  "",
 	} {
 		err := CheckAMQPURL(raw)
 		switch {
@@ -160,7 +164,7 @@ func TestCheckAMQPURL(t *testing.T) {
 			t.Errorf("%q: %v, want no error", raw, err)
 		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
 			t.Errorf("%q: %v, want an error with %q", raw, err, want)
-		case err != nil && strings.Contains(err.Error(), "S3cret"):
+		case err != nil && (strings.Contains(err.Error(), "S3cret") || strings.Contains(err.Error(), "zz")):
 			t.Errorf("%q: the error shows the password: %v", raw, err)
 		}
 	}
@@ -176,6 +180,18 @@ func TestHeaderInt(t *testing.T) {
 	for v, want := range map[any]int{int32(-5): 0, "abc": 0, int64(7): 7, uint8(3): 3, nil: 0} {
 		if got := headerInt(v); got != want {
 			t.Errorf("headerInt(%#v) = %d, want %d", v, got, want)
+		}
+	}
+}
+
+func TestMaskPasswords(t *testing.T) {
+	for in, want := range map[string]string{
+		`  url = "amqp://guest:S3cret%zz@localhost:5672/"`:     `  url = "amqp://guest:xxxxxxxxx@localhost:5672/"`,
+		`  smtp = "smtp://rc:pä55@mail.example.edu:587"`:       `  smtp = "smtp://rc:xxxx@mail.example.edu:587"`,
+		`  url = env("REGFLOW_AMQP_URL", "amqp://localhost/")`: `  url = env("REGFLOW_AMQP_URL", "amqp://localhost/")`,
+	} {
+		if got := maskPasswords(in); got != want {
+			t.Errorf("maskPasswords(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
