@@ -48,15 +48,23 @@ func decodeObject(body []byte, msg *Message) error {
 	// encoding/json keeps the last of two equal keys; a check that read
 	// the first would then approve what a step acts on differently.
 	var problem error
+	var problems []string     // for errmsg: "field: what is wrong"
 	drop := map[string]bool{} // top-level fields that cannot be trusted
 	if dup := duplicateKey(trimmed); dup != "" {
 		problem = fmt.Errorf("body has the field %q twice", dup)
-		drop[strings.SplitN(dup, ".", 2)[0]] = true
+		top, _, nested := strings.Cut(dup, ".")
+		// The same value given twice leaves no doubt which one counts:
+		// the message is still refused, but its answer can use it.
+		if nested || !sameValues(trimmed, top) {
+			drop[top] = true
+		}
+		problems = append(problems, dup+": given twice in the body")
 	}
 	for _, k := range sortedKeys(m) {
 		if err := checkNumbers(m[k], k); err != nil {
 			problem = cmp.Or(problem, err)
 			drop[k] = true
+			problems = append(problems, strings.Replace(strings.TrimPrefix(err.Error(), "field "), `"`, "", 2))
 		}
 	}
 	for k, v := range m {
@@ -67,18 +75,52 @@ func decodeObject(body []byte, msg *Message) error {
 		m[k] = Normalize(v)
 	}
 	if problem != nil {
-		return &RefusedBody{Err: problem, Salvaged: m}
+		return &RefusedBody{Err: problem, Problems: problems, Salvaged: m}
 	}
 	*msg = m
 	return nil
 }
 
+// sameValues reports whether every top-level occurrence of key in the JSON
+// object data has the same value.
+func sameValues(data []byte, key string) bool {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil {
+		return false
+	}
+	var first []byte
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return false
+		}
+		if k != key {
+			continue
+		}
+		var b bytes.Buffer
+		if err := json.Compact(&b, raw); err != nil {
+			return false
+		}
+		if first == nil {
+			first = b.Bytes()
+		} else if !bytes.Equal(first, b.Bytes()) {
+			return false
+		}
+	}
+	return true
+}
+
 // RefusedBody is the error for a body that is a JSON object but breaks a
-// rule of the decoder, such as a field given twice. Salvaged holds the
-// fields that could be read without doubt, so that the sender can still be
-// answered with the reason.
+// rule of the decoder, such as a field given twice. Problems say what is
+// wrong field by field, for errmsg; Salvaged holds the fields that could
+// be read without doubt, so that the sender can still be answered.
 type RefusedBody struct {
 	Err      error
+	Problems []string
 	Salvaged Message
 }
 

@@ -189,12 +189,15 @@ func (r *Runner) handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 	if p.CheckMessage {
 		problems := r.Config.Message.Check(msg)
 		if refused != nil {
-			problems = append([]string{refused.Error()}, problems...)
+			problems = append(refused.Problems, problems...)
 		}
 		if len(problems) > 0 {
 			setErrmsg(msg, errmsgOf(msg))
 			res.Refused = strings.Join(problems, "; ")
 			res.DeadLetter = "message does not match the message block: " + res.Refused
+			if refused != nil {
+				res.DeadLetter = "body refused: " + res.Refused
+			}
 			res.Failed = true
 			for _, pr := range problems {
 				addErrmsg(msg, pr)
@@ -274,9 +277,13 @@ func (r *Runner) runFailure(ctx context.Context, f *frame, res *Result) error {
 		if err != nil {
 			return err
 		}
-		if sr.Status == StepFailed && res.DeadLetter == "" {
+		switch {
+		case sr.Status != StepFailed:
+		case res.DeadLetter == "":
 			res.DeadLetter = fmt.Sprintf("on_failure step %s could not answer (%s) a chain that failed with: %s",
 				s.Name, sr.Error, why)
+		default:
+			res.DeadLetter += fmt.Sprintf("; and on_failure step %s could not answer: %s", s.Name, sr.Error)
 		}
 	}
 	return nil
