@@ -212,7 +212,8 @@ func duplicateKey(data []byte) string {
 // for the same message delivered twice. It is the AMQP message id, when the
 // producer set one, followed by a short digest of routing key and body, so
 // that a producer reusing an id for another message does not replay the
-// first one's results; without an id, the digest alone.
+// first one's results; without an id, the digest alone (which the runner
+// extends per submission, see Runner.submission).
 func MessageIdentity(messageID, key string, body []byte) string {
 	h := sha256.New()
 	h.Write([]byte(key))
@@ -220,10 +221,14 @@ func MessageIdentity(messageID, key string, body []byte) string {
 	h.Write(body)
 	sum := hex.EncodeToString(h.Sum(nil))
 	digest := "sha256:" + sum[:40]
-	if messageID == "" || messageID == digest {
-		// A dead letter of a message without an id is replayed with its
-		// digest as id: the same identity, so its journal still counts.
+	switch {
+	case messageID == "":
 		return digest
+	case messageID == digest || strings.HasPrefix(messageID, digest+"@"):
+		// A dead letter of a message without an id is replayed with its
+		// identity as id (see Runner.submission): the same identity, so
+		// its journal still counts.
+		return messageID
 	}
 	return messageID + "#" + sum[:12]
 }

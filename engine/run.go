@@ -129,6 +129,13 @@ func (r *Runner) Handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 func (r *Runner) handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result, error) {
 	id := MessageIdentity(d.MessageID, d.RoutingKey, d.Body)
 	res := &Result{Pipeline: p.Name, RoutingKey: d.RoutingKey, MessageID: id}
+	if d.MessageID == "" {
+		var err error
+		if id, err = r.submission(ctx, p, id, d.Redelivered); err != nil {
+			return res, err
+		}
+		res.MessageID = id
+	}
 
 	// Two deliveries of the same message at once (a redelivery overtaking
 	// the original, or identical submissions) take turns: the second then
@@ -232,6 +239,30 @@ func (r *Runner) handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 		return res, r.runFailure(ctx, f, res)
 	}
 	return res, nil
+}
+
+// submission gives a message without a message id an identity per
+// submission: the same request sent again later is a new request that
+// gets its own answer (its effects still happen once, by the actions'
+// own idempotence and once keys), while the broker's redelivery of one
+// submission resumes it. A redelivered message takes the latest
+// submission of the same routing key and body journaled in this
+// pipeline; a first delivery, a new one, ordered by time.
+func (r *Runner) submission(ctx context.Context, p *Pipeline, digest string, redelivered bool) (string, error) {
+	if r.Svc.Store == nil {
+		return digest, nil
+	}
+	prefix := p.Name + "/" + digest + "@"
+	if redelivered {
+		scope, err := r.Svc.Store.LatestScope(ctx, prefix)
+		if err != nil {
+			return "", err
+		}
+		if scope != "" {
+			return strings.TrimPrefix(scope, p.Name+"/"), nil
+		}
+	}
+	return fmt.Sprintf("%s@%016x%04x", digest, time.Now().UnixNano(), rand.Uint32N(1<<16)), nil
 }
 
 // frame is what every step of one delivery shares.

@@ -514,8 +514,8 @@ func handleAll(t *testing.T, r *Runner, ids []string, bodies []string) []*Result
 	return res
 }
 
-// Ten copies of one message handled at the same moment run each step
-// once; the other nine replay it.
+// Ten copies of one message (one message id) handled at the same moment
+// run each step once; the other nine replay it.
 func TestConcurrentCopiesRunOnce(t *testing.T) {
 	acts := map[string]*testAction{"slow": {sleep: 20 * time.Millisecond}}
 	_, r, _ := loadTest(t, `
@@ -527,7 +527,7 @@ pipeline "p" {
 	ids := make([]string, 10)
 	bodies := make([]string, 10)
 	for i := range bodies {
-		bodies[i] = `{"username":"ana"}`
+		ids[i], bodies[i] = "m1", `{"username":"ana"}`
 	}
 	results := handleAll(t, r, ids, bodies)
 	if n := acts["slow"].calls.Load(); n != 1 {
@@ -630,5 +630,38 @@ func TestRefusedBodyAnswered(t *testing.T) {
 				t.Errorf("%s: step %s ran %d times, want 0", c.body, name, n)
 			}
 		}
+	}
+}
+
+// C12 for a producer that sets no message id: the same request sent again
+// is a new submission and runs again (its answer is published again), while
+// the broker's redelivery of a submission replays it.
+func TestResubmissionWithoutID(t *testing.T) {
+	acts := map[string]*testAction{}
+	_, r, _ := loadTest(t, chainSrc, acts)
+	body := []byte(`{"username":"ana","queuename":"ana"}`)
+	deliver := func(redelivered bool) *Result {
+		res, err := r.Handle(context.Background(), r.Config.Pipelines[0],
+			&Delivery{RoutingKey: "request.ana", Body: body, Redelivered: redelivered})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	first := deliver(false)
+	again := deliver(true) // the broker delivers the first submission again
+	second := deliver(false)
+	if first.MessageID == second.MessageID || again.MessageID != first.MessageID {
+		t.Fatalf("identities %s, %s (redelivered), %s; want the redelivery to share the first's, the second its own",
+			first.MessageID, again.MessageID, second.MessageID)
+	}
+	if got := statuses(again); got != "a=ok(replayed) b=ok(replayed) c=ok(replayed) d=ok(replayed)" {
+		t.Fatalf("redelivery: %s, want every step replayed", got)
+	}
+	if got := statuses(second); got != "a=ok b=ok c=ok d=ok" {
+		t.Fatalf("second submission: %s, want every step run", got)
+	}
+	if n := acts["a"].calls.Load(); n != 2 {
+		t.Fatalf("step a ran %d times, want 2 (once per submission)", n)
 	}
 }

@@ -593,6 +593,24 @@ func (s *Store) JournalScope(ctx context.Context, scope string) (map[string]*Jou
 	return out, storeErr("read journal", rows.Err())
 }
 
+// LatestScope returns the greatest journal scope that begins with prefix,
+// "" when there is none.
+func (s *Store) LatestScope(ctx context.Context, prefix string) (string, error) {
+	rows, err := s.read(ctx, `SELECT scope FROM journal WHERE scope >= ? AND scope < ? ORDER BY scope DESC LIMIT 1`,
+		prefix, prefix+"\U0010FFFF")
+	if err != nil {
+		return "", storeErr("read journal", err)
+	}
+	defer rows.Close()
+	var scope string
+	if rows.Next() {
+		if err := rows.Scan(&scope); err != nil {
+			return "", storeErr("read journal", err)
+		}
+	}
+	return scope, storeErr("read journal", rows.Err())
+}
+
 // JournalPut records the result of step within scope, replacing any
 // earlier record.
 func (s *Store) JournalPut(ctx context.Context, scope, step string, e *JournalEntry) error {
