@@ -247,7 +247,8 @@ func (r *Runner) handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 // own idempotence and once keys), while the broker's redelivery of one
 // submission resumes it. A redelivered message takes the latest
 // submission of the same routing key and body journaled in this
-// pipeline; a first delivery, a new one, ordered by time.
+// pipeline; a first delivery, a new one, ordered by time and recorded at
+// once.
 func (r *Runner) submission(ctx context.Context, p *Pipeline, digest string, redelivered bool) (string, error) {
 	if r.Svc.Store == nil {
 		return digest, nil
@@ -262,7 +263,12 @@ func (r *Runner) submission(ctx context.Context, p *Pipeline, digest string, red
 			return strings.TrimPrefix(scope, p.Name+"/"), nil
 		}
 	}
-	return fmt.Sprintf("%s@%016x%04x", digest, time.Now().UnixNano(), rand.Uint32N(1<<16)), nil
+	id := fmt.Sprintf("%s@%016x%04x", digest, time.Now().UnixNano(), rand.Uint32N(1<<16))
+	// Recorded before any step runs, so that a redelivery after a crash
+	// finds this submission even when no step of it was journaled yet. A
+	// step name never holds "/", so the mark is no step's result.
+	err := r.Svc.Store.JournalPut(ctx, p.Name+"/"+id, "/submitted", &JournalEntry{Status: StatusOK})
+	return id, err
 }
 
 // frame is what every step of one delivery shares.

@@ -250,8 +250,15 @@ func (w *world) request(n int) {
 		u := user(i)
 		body, _ := json.Marshal(map[string]string{"username": u, "queuename": u, "email": u + "@" + w.domain,
 			"fullname": "User " + u, "reason": "fault test"})
+		// Every other request comes without a message id, as from a
+		// producer that sets none: its redelivery must resume it all the
+		// same.
+		id := w.id + "-" + u
+		if i%2 == 1 {
+			id = ""
+		}
 		dc, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), w.exchange, "request."+u, false, false,
-			amqp.Publishing{Body: body, MessageId: w.id + "-" + u, DeliveryMode: amqp.Persistent,
+			amqp.Publishing{Body: body, MessageId: id, DeliveryMode: amqp.Persistent,
 				ContentType: "application/json"})
 		if err != nil {
 			w.t.Fatal(err)
