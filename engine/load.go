@@ -19,8 +19,9 @@ import (
 )
 
 // ConfigFiles expands paths into the .hcl files to load: a directory
-// contributes its *.hcl files (not *_test.hcl, which hold pipeline tests),
-// a file itself. The result is sorted so diagnostics come in a stable order.
+// contributes its *.hcl files, a file itself; *_test.hcl files hold
+// pipeline tests (see TestFiles) and are left out, also when named. The
+// result is sorted so diagnostics come in a stable order.
 func ConfigFiles(paths []string) ([]string, error) {
 	var files []string
 	for _, p := range paths {
@@ -32,7 +33,9 @@ func ConfigFiles(paths []string) ([]string, error) {
 			return nil, fmt.Errorf("cannot read %s: %w", p, err)
 		}
 		if !st.IsDir() {
-			files = append(files, p)
+			if !strings.HasSuffix(p, "_test.hcl") {
+				files = append(files, p)
+			}
 			continue
 		}
 		matches, err := filepath.Glob(filepath.Join(p, "*.hcl"))
@@ -47,6 +50,10 @@ func ConfigFiles(paths []string) ([]string, error) {
 	}
 	sort.Strings(files)
 	if len(files) == 0 {
+		if tests, _ := TestFiles(paths); len(tests) > 0 {
+			return nil, fmt.Errorf("%s hold only pipeline tests; name the pipeline files they test too, "+
+				"or their directory", strings.Join(paths, ", "))
+		}
 		return nil, fmt.Errorf("no .hcl files in %s", strings.Join(paths, ", "))
 	}
 	return files, nil

@@ -33,6 +33,11 @@ func TestValidateExitCodes(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, "ok: 2 pipelines") {
 		t.Fatalf("validate examples.hcl: exit %d, %q", code, out)
 	}
+	// A test file named beside the pipeline file is loaded as tests.
+	code, out, _ = runCLI(t, "validate", "../../pipelines/registration.hcl", "../../pipelines/registration_test.hcl")
+	if code != 0 || !strings.HasPrefix(out, "ok: 4 pipelines, 12 steps, 8 tests") {
+		t.Fatalf("validate registration.hcl registration_test.hcl: exit %d, %q", code, out)
+	}
 	code, _, errOut := runCLI(t, "validate", "../../engine/testdata/diag/c17")
 	if code != 1 {
 		t.Fatalf("validate c17: exit %d, want 1", code)
