@@ -490,7 +490,9 @@ func TestKill9(t *testing.T) {
 	w.checkWelcomes(load)
 }
 
-// TestBrokerRestart restarts RabbitMQ in the middle of the same load.
+// TestBrokerRestart restarts RabbitMQ in the middle of the same load (C13:
+// registrations caught between two steps finish once the broker is back,
+// with no uid allocated twice and no mail sent twice).
 func TestBrokerRestart(t *testing.T) {
 	w := newWorld(t, "smtp://"+smtpAddr+"?tls=none", mailpitHTTP)
 	w.start()
