@@ -39,16 +39,23 @@ ready() {
 }
 
 step "regflow run pipelines/   (in .demo/, log in .demo/regflow.log)"
+# Another process answering on the health port would pass for this
+# regflow; refuse to start rather than talk to it.
+if ready 2>/dev/null || (exec 3<>"/dev/tcp/127.0.0.1/$HEALTH_PORT") 2>/dev/null; then
+	echo "port $HEALTH_PORT is taken, perhaps by another regflow run; stop it, or set REGFLOW_DEMO_HEALTH_PORT" >&2
+	exit 1
+fi
 rm -rf .demo
 mkdir -p .demo
 cd .demo
 "$top/bin/regflow" run "$top/pipelines" --health-addr "127.0.0.1:$HEALTH_PORT" >regflow.log 2>&1 &
 regflow_pid=$!
 for _ in $(seq 1 100); do
-	ready 2>/dev/null && break
 	kill -0 "$regflow_pid" 2>/dev/null || { cat regflow.log; exit 1; }
+	ready 2>/dev/null && break
 	sleep 0.1
 done
+kill -0 "$regflow_pid" 2>/dev/null || { cat regflow.log; exit 1; }
 ready 2>/dev/null || { echo "regflow did not become ready"; cat regflow.log; exit 1; }
 cat regflow.log
 
