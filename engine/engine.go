@@ -37,6 +37,7 @@ type Engine struct {
 	pub          sessionPublisher
 	redeliveries redeliveryLog
 	ready        atomic.Bool
+	wasReady     atomic.Bool // consumed at least once since Run began
 	inFlight     atomic.Int64
 	catchAll     map[string]bool // pipelines bound to "#" alone
 }
@@ -97,8 +98,11 @@ func (e *Engine) Run(ctx context.Context) error {
 		if time.Since(started) > time.Minute {
 			delay = 500 * time.Millisecond
 		}
-		e.log.Warn("broker connection lost; reconnecting", "error", err.Error(),
-			"retry_in", delay.String())
+		what := "broker connection lost; reconnecting"
+		if !e.wasReady.Load() {
+			what = "cannot reach the broker yet; retrying"
+		}
+		e.log.Warn(what, "error", err.Error(), "retry_in", delay.String())
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
@@ -222,6 +226,7 @@ func (e *Engine) session(ctx context.Context) error {
 		}(p, ch)
 	}
 	e.ready.Store(true)
+	e.wasReady.Store(true)
 	defer e.ready.Store(false)
 	e.log.Info("consuming", "pipelines", len(consumers), "exchange", e.cfg.Broker.Exchange,
 		"broker", RedactURL(e.url))

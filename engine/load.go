@@ -51,8 +51,12 @@ func ConfigFiles(paths []string) ([]string, error) {
 	sort.Strings(files)
 	if len(files) == 0 {
 		if tests, _ := TestFiles(paths); len(tests) > 0 {
-			return nil, fmt.Errorf("%s hold only pipeline tests; name the pipeline files they test too, "+
-				"or their directory", strings.Join(paths, ", "))
+			verb := "holds"
+			if len(paths) > 1 {
+				verb = "hold"
+			}
+			return nil, fmt.Errorf("%s %s only pipeline tests; name the pipeline files they test too, "+
+				"or their directory", strings.Join(paths, ", "), verb)
 		}
 		return nil, fmt.Errorf("no .hcl files in %s", strings.Join(paths, ", "))
 	}

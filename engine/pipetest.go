@@ -644,8 +644,12 @@ func (o *TestOutcome) check(tr *Trace) {
 	}
 	for _, em := range e.Mails {
 		if !anyMailMatches(mails, em) {
-			o.fail(em.Range, "no mail to %s with subject %q and a body containing %q; sent: %s",
-				strings.Join(em.To, ", "), em.Subject, em.Body, mailList(mails))
+			body := ""
+			if em.Body != "" {
+				body = fmt.Sprintf(" and a body containing %q", em.Body)
+			}
+			o.fail(em.Range, "no mail to %s with subject %q%s; sent: %s",
+				strings.Join(em.To, ", "), em.Subject, body, mailList(mails))
 		}
 	}
 }

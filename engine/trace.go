@@ -28,7 +28,11 @@ func (t *Trace) write(w io.Writer) {
 			fmt.Fprintf(w, "  read by %s (outside regflow)\n", c)
 		}
 		if !h.Acted && len(h.Readers) == 0 {
-			fmt.Fprintf(w, "  no pipeline acts on this key on %s%s\n", h.Exchange, dotHint(h.RoutingKey, t.near))
+			what := "no pipeline acts"
+			if len(h.Results) > 0 {
+				what = "only catch-all pipelines (#) act"
+			}
+			fmt.Fprintf(w, "  %s on this key on %s%s\n", what, h.Exchange, dotHint(h.RoutingKey, t.near))
 		}
 		for _, r := range h.Results {
 			writeResult(w, r)

@@ -128,7 +128,7 @@ test "a username that is not a POSIX name is refused" {
   }
 }
 
-test "a failing list subscription is reported and the account still completes" {
+test "a failing list subscription fails the registration but keeps the account record" {
   key = "request.bo"
   message = {
     username  = "bo"

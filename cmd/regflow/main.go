@@ -3,7 +3,7 @@
 //	regflow run DIR...        consume and run the pipelines
 //	regflow validate PATH...  check pipeline files
 //	regflow simulate DIR... --key KEY MESSAGE.json
-//	regflow request USER --email E --fullname F --reason R
+//	regflow request USER --email E --fullname F [--reason R]
 package main
 
 import (
@@ -23,7 +23,7 @@ Usage:
   regflow validate PATH...            check pipeline files; exit 1 on any error
   regflow simulate DIR... --key KEY MESSAGE.json
                                       run one message through the pipelines in-process
-  regflow request USER --email E --fullname F --reason R
+  regflow request USER --email E --fullname F [--reason R]
                                       submit a registration and wait for its answer
   regflow test [-v] [-run REGEXP] DIR...
                                       run the pipeline tests in DIR/*_test.hcl, in a sandbox

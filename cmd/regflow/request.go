@@ -14,17 +14,20 @@ import (
 )
 
 func cmdRequest(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("request", "request USER --email E --fullname F --reason R [flags]", stderr)
+	fs := newFlagSet("request", "request USER --email E --fullname F [--reason R] [flags]", stderr)
 	email := fs.String("email", "", "the user's email address (required)")
 	fullname := fs.String("fullname", "", "the user's full name (required)")
 	reason := fs.String("reason", "", "why the account is needed")
 	timeout := fs.Duration("timeout", engine.DefaultRequestTimeout, "how long to wait for completed.<q>")
 	asJSON := fs.Bool("json", false, "print only the completed message, as one line of JSON")
 	url := fs.String("amqp-url", "", "broker URL (default: $REGFLOW_AMQP_URL, then "+engine.DefaultAMQPURL+")")
-	exchange := fs.String("exchange", envOr("REGFLOW_EXCHANGE", engine.DefaultExchange), "the registration exchange (default: $REGFLOW_EXCHANGE, then RegUsr)")
+	exchange := fs.String("exchange", "", "the registration exchange (default: $REGFLOW_EXCHANGE, then RegUsr)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
+	}
+	if *exchange == "" {
+		*exchange = envOr("REGFLOW_EXCHANGE", engine.DefaultExchange)
 	}
 	var missing []string
 	switch {

@@ -33,6 +33,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
+	if *profile && *health == "" {
+		fmt.Fprintln(stderr, "regflow run: --pprof serves the profiles on the health address; give --health-addr too")
+		return errUsage
+	}
 	log, err := newLogger(stderr, *level, *format)
 	if err != nil {
 		return err

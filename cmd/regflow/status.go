@@ -75,7 +75,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "REGISTRATION\tSTATE\tOPENED\tTOOK\tWAITING FOR / LAST ERROR")
 		for _, r := range regs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", printable(r.ID), r.State, r.OpenedAt.Local().Format("2006-01-02 15:04:05"),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", printable(r.ID), r.State, r.OpenedAt.Local().Format("2006-01-02 15:04:05 MST"),
 				took(r), printable(oneLine(detail(r), 80)))
 		}
 		return tw.Flush()
@@ -119,7 +119,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func stamp(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05.000") }
+func stamp(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05.000 MST") }
 
 func took(r engine.Registration) string {
 	end := r.ClosedAt

@@ -56,9 +56,12 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "ok: %s, %s, %s, %s\n", plural(len(cfg.Pipelines), "pipeline"),
 				plural(steps, "step"), plural(tests, "test"), plural(countSeverity(diags, hcl.DiagWarning), "warning"))
 		} else {
-			fmt.Fprintf(stderr, "%s, %s (the routing checks run once there are no errors)\n",
-				plural(countSeverity(diags, hcl.DiagError), "error"),
-				plural(countSeverity(diags, hcl.DiagWarning), "warning"))
+			note := ""
+			if len(files) > 0 {
+				note = " (the routing checks run once there are no errors)"
+			}
+			fmt.Fprintf(stderr, "%s, %s%s\n", plural(countSeverity(diags, hcl.DiagError), "error"),
+				plural(countSeverity(diags, hcl.DiagWarning), "warning"), note)
 		}
 	}
 	if diags.HasErrors() {
