@@ -483,7 +483,12 @@ func (r *Runner) attempt(ctx context.Context, s *Step, call *Call) (err error) {
 		act = stub
 	}
 	err = act.Run(actx, call)
-	if err != nil && ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) && !IsTransient(err) {
+	switch {
+	case err != nil && ctx.Err() != nil:
+		// Cut off by a shutdown or a lost connection, not failed: nothing
+		// is journaled, and the redelivery runs the step again.
+		err = Unavailable(fmt.Errorf("interrupted: %w", err))
+	case err != nil && errors.Is(actx.Err(), context.DeadlineExceeded) && !IsTransient(err):
 		err = Transient(fmt.Errorf("timed out after %s: %w", s.Timeout, err))
 	}
 	return err

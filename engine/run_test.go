@@ -665,3 +665,37 @@ func TestResubmissionWithoutID(t *testing.T) {
 		t.Fatalf("step a ran %d times, want 2 (once per submission)", n)
 	}
 }
+
+// A step cut off by a shutdown (the handler's context cancelled) is not a
+// failure: nothing is journaled or answered, and the redelivery runs it.
+func TestInterruptedStepRunsAgain(t *testing.T) {
+	acts := map[string]*testAction{"slow": {sleep: 5 * time.Second}}
+	_, r, pub := loadTest(t, `
+message {
+  username  = string
+  queuename = string
+}
+pipeline "p" {
+  on = ["request.*"]
+  step "slow" { timeout = "60s" }
+  on_failure {
+    emit "reply" { key = "completed.{{ msg.queuename }}" }
+  }
+}`, acts)
+	d := &Delivery{RoutingKey: "request.ana", MessageID: "m1", Body: []byte(`{"username":"ana","queuename":"ana"}`)}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	_, err := r.Handle(ctx, r.Config.Pipelines[0], d)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Handle after cancel: %v; want an unavailable error, so the message is redelivered", err)
+	}
+	if len(pub.keys) != 0 {
+		t.Fatalf("published %v while shutting down; want nothing", pub.keys)
+	}
+	acts["slow"].sleep = 0
+	res, err := r.Handle(context.Background(), r.Config.Pipelines[0], d)
+	if err != nil || res.Failed || res.Steps[0].Replayed || acts["slow"].calls.Load() != 2 {
+		t.Fatalf("redelivery: err %v, failed %v, %s, %d calls; want the step run again and ok",
+			err, res.Failed, statuses(res), acts["slow"].calls.Load())
+	}
+}
