@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 
 	"regflow/engine"
@@ -54,8 +55,17 @@ func newExec(c *engine.StepConfig) (engine.Action, error) {
 			"The first element of command is the program and must be a plain string; "+
 				"a message must never choose what runs.")
 	}
+	for _, kv := range e.env {
+		if !envName.MatchString(kv.Name) {
+			return nil, c.Errorf("env", "Invalid variable name",
+				"%q cannot name an environment variable: use letters, digits and _, not beginning with a digit.",
+				kv.Name)
+		}
+	}
 	return e, nil
 }
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // AlwaysFails reports a program that is not installed, for validate.
 func (e *execAction) AlwaysFails() string {

@@ -133,11 +133,11 @@ pipeline "account" {
 	res := e.run("account", "verify.ana", request("ana"))
 	elapsed := time.Since(start)
 
-	wantFailed(t, res, "slow", "sleep: context deadline exceeded")
+	wantFailed(t, res, "slow", "timed out after 300ms: sleep was stopped")
 	if elapsed > 3*time.Second {
 		t.Errorf("the step took %s; the timeout is 300ms", elapsed)
 	}
-	if got := res.Errmsg(); len(got) != 1 || got[0] != "slow: sleep: context deadline exceeded" {
+	if got := res.Errmsg(); len(got) != 1 || got[0] != "slow: timed out after 300ms: sleep was stopped" {
 		t.Errorf("errmsg %q", got)
 	}
 }
@@ -189,6 +189,12 @@ func TestExecConfig(t *testing.T) {
 		{"partly templated program", `["/usr/local/sbin/{{ msg.reason }}"]`, "Program must be fixed"},
 		{"empty program", `["", "x"]`, "Program must be fixed"},
 		{"empty command", `[]`, "Empty command"},
+		{"variable name with =", `["/bin/true"]
+    env     = { "A=B" = "1" }`, "Invalid variable name"},
+		{"empty variable name", `["/bin/true"]
+    env     = { "" = "2" }`, "Invalid variable name"},
+		{"variable name with a blank", `["/bin/true"]
+    env     = { "X Y" = "3" }`, "Invalid variable name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -205,4 +211,21 @@ pipeline "account" {
 			}
 		})
 	}
+}
+
+// TestExecOutputLimit: a command that writes more than MaxCommandOutput
+// to its standard output fails the step instead of filling memory, the
+// journal and the messages published after it.
+func TestExecOutputLimit(t *testing.T) {
+	e := newEnv(t, `
+pipeline "account" {
+  on = ["verify.*"]
+  exec "chatty" {
+    command = ["head", "-c", "10000000", "/dev/zero"]
+    output  = "reason"
+  }
+}
+`)
+	res := e.run("account", "verify.ana", request("ana"))
+	wantFailed(t, res, "chatty", "head wrote more than 65536 bytes to its standard output")
 }

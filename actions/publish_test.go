@@ -255,3 +255,26 @@ pipeline "reply" {
 		})
 	}
 }
+
+// TestPublishRefusesOversize: a message larger than broker.max_body is not
+// published, since every reader would refuse it.
+func TestPublishRefusesOversize(t *testing.T) {
+	e := newEnv(t, `
+pipeline "reply" {
+  on = ["request.*"]
+  publish "done" {
+    routing_key = "completed.{{ msg.queuename }}"
+    set         = { reason = "repeat(msg.reason, 40)" }
+  }
+}
+`)
+	e.cfg.Broker.MaxBody = 1024
+	res := e.run("reply", "request.x", request("ana", "reason", strings.Repeat("r", 50)))
+	s := stepOf(t, res, "done")
+	if s.Status != engine.StepFailed || !strings.Contains(s.Error, "the limit is 1024 (broker.max_body)") {
+		t.Fatalf("step done: %s %q; want failed for the size limit", s.Status, s.Error)
+	}
+	if pubs := e.pub.all(); len(pubs) != 0 {
+		t.Fatalf("published %d messages; want none", len(pubs))
+	}
+}

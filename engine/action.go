@@ -115,6 +115,7 @@ type Call struct {
 	Log         *slog.Logger
 
 	env        map[string]any
+	maxBody    int // broker.max_body: what publishing may not exceed
 	mayPublish func(ctx context.Context, key, id string) (bool, error)
 
 	hadErrmsg, hadSuccess bool // the delivered message carried them

@@ -412,6 +412,7 @@ func (r *Runner) step(ctx context.Context, f *frame, s *Step) (StepResult, error
 	}
 
 	call := &Call{Msg: msg, RoutingKey: f.key, MessageID: f.id, Correlation: f.corr, Hops: f.hops,
+		maxBody:  r.Config.Broker.MaxBody,
 		Pipeline: f.p.Name, hadErrmsg: f.hadErrmsg || f.timeout, hadSuccess: f.hadSuccess || f.timeout,
 		Step: s.Name, Svc: r.Svc, Log: r.Svc.Logger.With("pipeline", f.p.Name, "step", s.Name, "message_id", f.id)}
 	call.mayPublish = func(ctx context.Context, key, id string) (bool, error) {
@@ -488,7 +489,7 @@ func (r *Runner) attempt(ctx context.Context, s *Step, call *Call) (err error) {
 		// Cut off by a shutdown or a lost connection, not failed: nothing
 		// is journaled, and the redelivery runs the step again.
 		err = Unavailable(fmt.Errorf("interrupted: %w", err))
-	case err != nil && errors.Is(actx.Err(), context.DeadlineExceeded) && !IsTransient(err):
+	case err != nil && errors.Is(actx.Err(), context.DeadlineExceeded):
 		err = Transient(fmt.Errorf("timed out after %s: %w", s.Timeout, err))
 	}
 	return err

@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os/exec"
@@ -80,9 +82,16 @@ func (OSCommands) Run(ctx context.Context, argv []string, env []string, dir stri
 	cmd.WaitDelay = 2 * time.Second
 	var stderr strings.Builder
 	cmd.Stderr = &limitedWriter{w: &stderr, n: 4096}
-	out, err := cmd.Output()
+	var stdout bytes.Buffer
+	lw := &limitedWriter{w: &stdout, n: MaxCommandOutput}
+	cmd.Stdout = lw
+	err := cmd.Run()
+	out := stdout.Bytes()
 	if err != nil {
 		if ctx.Err() != nil {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return out, Transient(fmt.Errorf("%s was stopped", argv[0]))
+			}
 			return out, Transient(fmt.Errorf("%s: %w", argv[0], ctx.Err()))
 		}
 		msg := strings.TrimSpace(stderr.String())
@@ -94,21 +103,32 @@ func (OSCommands) Run(ctx context.Context, argv []string, env []string, dir stri
 		}
 		return out, Permanent(fmt.Errorf("run %s: %w", argv[0], err))
 	}
+	if lw.cut {
+		return nil, Permanent(fmt.Errorf("%s wrote more than %d bytes to its standard output", argv[0], MaxCommandOutput))
+	}
 	return out, nil
 }
 
+// MaxCommandOutput is the most standard output an exec step keeps; a
+// command that writes more fails the step.
+const MaxCommandOutput = 64 << 10
+
+// limitedWriter keeps the first n bytes written to it and drops the rest,
+// noting that it did.
 type limitedWriter struct {
-	w interface{ Write([]byte) (int, error) }
-	n int
+	w   interface{ Write([]byte) (int, error) }
+	n   int
+	cut bool
 }
 
 func (l *limitedWriter) Write(p []byte) (int, error) {
-	if l.n > 0 {
-		q := p
-		if len(q) > l.n {
-			q = q[:l.n]
-		}
-		l.n -= len(q)
+	q := p
+	if len(q) > l.n {
+		q = q[:l.n]
+		l.cut = true
+	}
+	l.n -= len(q)
+	if len(q) > 0 {
 		l.w.Write(q)
 	}
 	return len(p), nil
@@ -135,6 +155,11 @@ func (c *Call) Publish(ctx context.Context, exchange, key string, body Message) 
 	data, err := json.Marshal(body)
 	if err != nil {
 		return Permanent(fmt.Errorf("encode message: %w", err))
+	}
+	if max := c.maxBody; max > 0 && len(data) > max {
+		// Its readers would refuse it; better not to send it at all.
+		return Permanent(fmt.Errorf("the message for %s would be %d bytes; the limit is %d (broker.max_body)",
+			key, len(data), max))
 	}
 	out := &Outgoing{
 		Exchange:    exchange,
