@@ -25,7 +25,7 @@ var Exec = &engine.ActionSpec{
 		{Name: "env", Kind: engine.AttrTemplateMap, Doc: "Environment variables added to regflow's own."},
 		{Name: "dir", Kind: engine.AttrString, Default: "the working directory", Doc: "Directory to run in."},
 		{Name: "output", Kind: engine.AttrString,
-			Doc: "Field that receives the command's standard output, trimmed."},
+			Doc: "Field that receives the command's standard output, trimmed; a command that writes more than 64 KiB fails the step."},
 	},
 	Adds: func(c *engine.StepConfig) engine.Schema {
 		if f := c.String("output", ""); f != "" {
