@@ -125,6 +125,8 @@ func (s *subscribeList) Run(ctx context.Context, c *engine.Call) error {
 		To:      []string{server},
 		Subject: "subscribe " + email,
 		Text:    strings.Join(s.Commands(email, name), "\n") + "\n",
+		// One command per line, as the list server reads them.
+		Commands: true,
 	}
 	if err := c.SendMail(ctx, m); err != nil {
 		return err

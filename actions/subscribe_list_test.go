@@ -1,6 +1,7 @@
 package actions_test
 
 import (
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -58,6 +59,12 @@ pipeline "lists" {
 `,
 			request("ana", "reason", "lists.example.edu"),
 			[]string{"ADD hpc-users ana@example.org ana"}, "listserv@lists.example.edu", "subscribe ana@example.org"},
+		{"long name and an = in the address, one line each on the wire", subscribePipeline,
+			request("ana", "email", "mp.one=x@example.org", "fullname", "Maximiliana "+strings.Repeat("Wolfeschlegel", 8)),
+			[]string{
+				"QUIET ADD hpc-announce mp.one=x@example.org Maximiliana " + strings.Repeat("Wolfeschlegel", 8),
+				"QUIET ADD hpc-users mp.one=x@example.org Maximiliana " + strings.Repeat("Wolfeschlegel", 8),
+			}, "listserv@lists.example.edu", "subscribe mp.one=x@example.org"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -71,6 +78,15 @@ pipeline "lists" {
 			m := readEML(t, files[0])
 			if got := strings.Split(strings.TrimSuffix(m.Body, "\n"), "\n"); !reflect.DeepEqual(got, tt.wantLines) {
 				t.Errorf("body lines:\n got %q\nwant %q", got, tt.wantLines)
+			}
+			// The list server reads the mail as it is: no transfer
+			// encoding may fold or escape a command.
+			raw, _ := os.ReadFile(files[0])
+			wire := strings.ReplaceAll(string(raw), "\r\n", "\n")
+			for _, line := range tt.wantLines {
+				if !strings.Contains(wire, "\n"+line+"\n") {
+					t.Errorf("the raw mail lacks the line %q:\n%s", line, raw)
+				}
 			}
 			if got := m.addresses(t, "To"); len(got) != 1 || got[0] != tt.wantTo {
 				t.Errorf("To %v; want %s", got, tt.wantTo)

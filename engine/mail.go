@@ -36,6 +36,11 @@ type Mail struct {
 	// be recognised by the receiver.
 	ID      string
 	Headers map[string]string // extra headers, such as X-Regflow-User
+
+	// Commands marks a text for a program, such as a list server, that
+	// reads it line by line: it is sent as it is (8bit) instead of
+	// quoted-printable, which would fold long lines and escape "=".
+	Commands bool
 }
 
 // Recipients returns every envelope recipient.
@@ -61,7 +66,20 @@ func (m *Mail) build() (*mail.Msg, error) {
 			return nil, Permanent(fmt.Errorf("header value %q contains a control character", h))
 		}
 	}
-	msg := mail.NewMsg()
+	var opts []mail.MsgOption
+	var partOpts []mail.PartOption
+	if m.Commands {
+		for _, line := range strings.Split(m.Text, "\n") {
+			if len(line) > 998 {
+				return nil, Permanent(fmt.Errorf("a command line is %d bytes long; mail allows 998", len(line)))
+			}
+		}
+		// go-mail writes its 7bit label over a quoted-printable body, so
+		// the text goes out as 8bit: unencoded, whatever it holds.
+		opts = append(opts, mail.WithEncoding(mail.NoEncoding))
+		partOpts = append(partOpts, mail.WithPartEncoding(mail.NoEncoding))
+	}
+	msg := mail.NewMsg(opts...)
 	if err := msg.From(m.From); err != nil {
 		return nil, Permanent(fmt.Errorf("from %q: %w", m.From, err))
 	}
@@ -102,7 +120,7 @@ func (m *Mail) build() (*mail.Msg, error) {
 		msg.SetGenHeader(mail.Header(k), v)
 	}
 	msg.SetUserAgent("regflow")
-	msg.SetBodyString(mail.TypeTextPlain, m.Text)
+	msg.SetBodyString(mail.TypeTextPlain, m.Text, partOpts...)
 	return msg, nil
 }
 
