@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -1059,5 +1060,26 @@ func TestEngineOverTLS(t *testing.T) {
 	// The engine's connection and the request's, both through TLS.
 	if n := handshakes.Load(); n < 2 {
 		t.Fatalf("%d TLS handshakes, want the engine's and the request's", n)
+	}
+}
+
+// TestEngineStopsWhenStoreGone: the store's file removed under a running
+// engine stops it with an error, instead of writing into a file nobody
+// will read again and handing out ids afresh after a restart.
+func TestEngineStopsWhenStoreGone(t *testing.T) {
+	le := startEngine(t)
+	if err := os.Remove(le.dir + "/var/regflow.db"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-le.done:
+		le.cancel = nil // it stopped by itself
+		// SQLite may have made a new, empty file meanwhile: gone or replaced.
+		if !errors.Is(err, engine.ErrPermanent) ||
+			!strings.Contains(err.Error(), "is gone") && !strings.Contains(err.Error(), "was replaced") {
+			t.Fatalf("Run returned %v; want a permanent error saying the store is gone or replaced", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the engine kept running for 10s after its store was removed")
 	}
 }

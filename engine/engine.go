@@ -237,11 +237,20 @@ func (e *Engine) session(ctx context.Context) error {
 		defer t.Stop()
 		tick = t.C
 	}
+	storeTick := time.NewTicker(2 * time.Second)
+	defer storeTick.Stop()
 	var topoErr string
 	for {
 		select {
 		case <-tick:
 			topoErr = e.redeclare(conn, topoErr)
+		case <-storeTick.C:
+			if err := e.runner.Svc.Store.Gone(); err != nil {
+				// Going on would write into a file nobody will read again.
+				e.ready.Store(false)
+				e.settle(&handlers, cancelWork)
+				return Permanent(err)
+			}
 		case <-ctx.Done():
 			draining.Store(true)
 			e.ready.Store(false)

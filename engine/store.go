@@ -41,6 +41,27 @@ type Store struct {
 	wstmts sync.Map // prepared statements of the writer, by query
 	rstmts sync.Map // prepared statements of the readers, by query
 	hints  sync.Map // lowest id that may be free, by id range; see lowestFree
+
+	file os.FileInfo // the database file as opened; nil in memory
+}
+
+// Gone reports an error when the database file was removed or replaced
+// since the store opened it: what is written then is lost, and ids would
+// be handed out again from a fresh store.
+func (s *Store) Gone() error {
+	if s == nil || s.file == nil {
+		return nil
+	}
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		return fmt.Errorf("the store %s is gone (%w); restore it before starting regflow again, "+
+			"or ids already given out may be given out again", s.path, err)
+	}
+	if !os.SameFile(fi, s.file) {
+		return fmt.Errorf("the store %s was replaced by another file while regflow ran; "+
+			"start regflow again to use it", s.path)
+	}
+	return nil
 }
 
 // exec runs one statement as a write.
@@ -241,6 +262,13 @@ func openStore(path, durability string) (*Store, error) {
 	db.SetMaxOpenConns(8)
 	db.SetMaxIdleConns(8)
 	s := &Store{db: db, w: w, path: path, writes: make(chan *writeOp, maxBatch), done: make(chan struct{})}
+	if !strings.Contains(durability, "mode=memory") {
+		if s.file, err = os.Stat(path); err != nil {
+			w.Close()
+			db.Close()
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+	}
 	go s.writer()
 	return s, nil
 }

@@ -3,7 +3,9 @@ package engine
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -49,5 +51,32 @@ func TestGroupCommitIsolation(t *testing.T) {
 	s.DB().QueryRow(`SELECT count(*) FROM claims WHERE owner = 'bo'`).Scan(&n)
 	if n != 0 {
 		t.Fatalf("the failed claim left %d values behind", n)
+	}
+}
+
+// A store whose file is removed or replaced while open says so.
+func TestStoreGone(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "regflow.db")
+	s, err := OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Gone(); err != nil {
+		t.Fatalf("Gone on a fresh store: %v", err)
+	}
+	os.Rename(path, path+".old")
+	os.WriteFile(path, nil, 0o644)
+	if err := s.Gone(); err == nil || !strings.Contains(err.Error(), "was replaced by another file") {
+		t.Fatalf("Gone after replacing the file: %v", err)
+	}
+	os.Remove(path)
+	if err := s.Gone(); err == nil || !strings.Contains(err.Error(), "is gone") {
+		t.Fatalf("Gone after removing the file: %v", err)
+	}
+	var none *Store
+	if err := none.Gone(); err != nil {
+		t.Fatalf("Gone on no store: %v", err)
 	}
 }
