@@ -19,7 +19,7 @@ var SendEmail = &engine.ActionSpec{
 		{Name: "to", Kind: engine.AttrTemplates, Required: true, Doc: "Recipients.",
 			Example: `to = ["{{ msg.email }}"]`},
 		{Name: "cc", Kind: engine.AttrTemplates, Doc: "Copy recipients."},
-		{Name: "bcc", Kind: engine.AttrTemplates, Doc: "Blind copy recipients."},
+		{Name: "bcc", Kind: engine.AttrTemplates, Doc: "Blind copy recipients: in the SMTP envelope only; an outbox file keeps them in a Bcc header for its delivery agent (sendmail -t removes it)."},
 		{Name: "from", Kind: engine.AttrTemplate, Default: "mail.from", Doc: "Sender."},
 		{Name: "reply_to", Kind: engine.AttrTemplate, Doc: "Reply-To address."},
 		{Name: "subject", Kind: engine.AttrTemplate, Required: true, Doc: "Subject line; one line."},

@@ -146,6 +146,12 @@ func (o *Outbox) Send(ctx context.Context, m *Mail) error {
 	if err != nil {
 		return err
 	}
+	if len(m.Bcc) > 0 {
+		// An outbox file is for a delivery agent such as sendmail -t,
+		// which takes the blind copies from this header and removes it;
+		// without it they would be lost.
+		msg.SetGenHeader(mail.Header("Bcc"), strings.Join(m.Bcc, ", "))
+	}
 	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
 		return Unavailable(fmt.Errorf("outbox: %w", err))
 	}
