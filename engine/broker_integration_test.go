@@ -617,10 +617,12 @@ pipeline "report" {
 	ch.QueueBind(q.Name, "completed.*", le.exchange, false, nil)
 	start := time.Now()
 	ch.PublishWithContext(context.Background(), le.exchange, "request.ana", false, false,
-		amqp.Publishing{Body: []byte(`{"username":"ana","queuename":"ana"}`), MessageId: "req-1"})
+		amqp.Publishing{Body: []byte(`{"username":"ana","queuename":"ana"}`), MessageId: "req-1",
+			CorrelationId: "form-42"})
 
 	var answers []engine.Message
 	var first time.Duration
+	var corr string
 	for time.Since(start) < 5*time.Second {
 		d, ok, err := ch.Get(q.Name, true)
 		if err != nil {
@@ -633,6 +635,7 @@ pipeline "report" {
 		m, _ := engine.DecodeMessage(d.Body)
 		if len(answers) == 0 {
 			first = time.Since(start)
+			corr = d.CorrelationId
 		}
 		answers = append(answers, m)
 	}
@@ -646,6 +649,9 @@ pipeline "report" {
 	if answers[0]["success"] != false || len(errs) != 1 ||
 		errs[0] != "timeout: no answer within 1s; waiting for slow (verify.ana)" {
 		t.Fatalf("answer = %v", answers[0])
+	}
+	if corr != "form-42" {
+		t.Errorf("the timeout answer has correlation id %q, want the request's form-42", corr)
 	}
 	regs, err := le.svc.Store.Registrations(context.Background(), "ana")
 	if err != nil || len(regs) != 1 {

@@ -21,7 +21,8 @@ type Registration struct {
 	Tracker      string    `json:"tracker"`
 	ID           string    `json:"id"`
 	State        string    `json:"state"`
-	StartMessage string    `json:"start_message"` // identity of the message that opened it
+	StartMessage string    `json:"start_message"`         // identity of the message that opened it
+	Correlation  string    `json:"correlation,omitempty"` // its AMQP correlation id, for the timeout answer
 	OpenedAt     time.Time `json:"opened_at"`
 	DeadlineAt   time.Time `json:"deadline_at,omitzero"`
 	UpdatedAt    time.Time `json:"updated_at"`
@@ -70,15 +71,16 @@ func (s *Store) OpenRegistration(ctx context.Context, r *Registration) (bool, er
 	err = s.write(ctx, func(tx *wtx) error {
 		res, err := tx.Exec(`
 INSERT INTO registrations (tracker, id, state, start_message, opened_at, deadline_at, updated_at,
-	waiting_for, msg)
-VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?)
+	waiting_for, msg, corr)
+VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (tracker, id) DO UPDATE SET state = 'open', start_message = excluded.start_message,
+	corr = excluded.corr,
 	opened_at = excluded.opened_at, deadline_at = excluded.deadline_at, updated_at = excluded.updated_at,
 	closed_at = '', closed_by = '', answered = 0, waiting_for = excluded.waiting_for, last_error = '',
 	late = '', msg = excluded.msg
 WHERE registrations.state != 'open' AND registrations.start_message != excluded.start_message`,
 			r.Tracker, r.ID, r.StartMessage, formatTime(r.OpenedAt), formatTime(r.DeadlineAt),
-			formatTime(r.OpenedAt), r.WaitingFor, string(msg))
+			formatTime(r.OpenedAt), r.WaitingFor, string(msg), r.Correlation)
 		if err != nil {
 			return storeErr("open registration", err)
 		}
@@ -235,7 +237,7 @@ func addRegistrationStep(tx *wtx, tracker, id string, st RegistrationStep) error
 }
 
 const registrationColumns = `tracker, id, state, start_message, opened_at, deadline_at, updated_at, closed_at,
-	closed_by, answered, waiting_for, last_error, late, msg`
+	closed_by, answered, waiting_for, last_error, late, msg, corr`
 
 func scanRegistrations(rows *sql.Rows) ([]Registration, error) {
 	defer rows.Close()
@@ -244,7 +246,7 @@ func scanRegistrations(rows *sql.Rows) ([]Registration, error) {
 		var r Registration
 		var opened, deadline, updated, closed, msg string
 		if err := rows.Scan(&r.Tracker, &r.ID, &r.State, &r.StartMessage, &opened, &deadline, &updated,
-			&closed, &r.ClosedBy, &r.Answered, &r.WaitingFor, &r.LastError, &r.Late, &msg); err != nil {
+			&closed, &r.ClosedBy, &r.Answered, &r.WaitingFor, &r.LastError, &r.Late, &msg, &r.Correlation); err != nil {
 			return nil, storeErr("read registrations", err)
 		}
 		r.OpenedAt, r.DeadlineAt, r.UpdatedAt, r.ClosedAt = parseTime(opened), parseTime(deadline),

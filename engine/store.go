@@ -186,6 +186,7 @@ CREATE TABLE IF NOT EXISTS registrations (
 	last_error    TEXT NOT NULL DEFAULT '',
 	late          TEXT NOT NULL DEFAULT '',
 	msg           TEXT NOT NULL,
+	corr          TEXT NOT NULL DEFAULT '',
 	PRIMARY KEY (tracker, id)
 );
 CREATE TABLE IF NOT EXISTS registration_steps (
@@ -212,6 +213,26 @@ CREATE TABLE IF NOT EXISTS journal (
 	PRIMARY KEY (scope, step)
 );
 `
+
+// migrate adds to a store made by an earlier regflow the columns added
+// since.
+func migrate(db *sql.DB) error {
+	for _, c := range []struct{ table, column, decl string }{
+		{"registrations", "corr", "TEXT NOT NULL DEFAULT ''"},
+	} {
+		var n int
+		err := db.QueryRow(`SELECT count(*) FROM pragma_table_info(?) WHERE name = ?`, c.table, c.column).Scan(&n)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			if _, err := db.Exec(`ALTER TABLE ` + c.table + ` ADD COLUMN ` + c.column + ` ` + c.decl); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
 
 // OpenStore opens (creating when missing) the database at path.
 func OpenStore(path string) (*Store, error) {
@@ -251,6 +272,10 @@ func openStore(path, durability string) (*Store, error) {
 	w.SetMaxIdleConns(2)
 	w.SetConnMaxIdleTime(0)
 	if _, err := w.Exec(storeSchema); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := migrate(w); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}

@@ -80,3 +80,30 @@ func TestStoreGone(t *testing.T) {
 		t.Fatalf("Gone on no store: %v", err)
 	}
 }
+
+// A store made before the registrations' corr column existed gets it when
+// opened, and keeps its rows.
+func TestStoreMigration(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	old, err := OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.w.Exec(`ALTER TABLE registrations DROP COLUMN corr`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.w.Exec(`INSERT INTO registrations (tracker, id, state, start_message, opened_at,
+		deadline_at, updated_at, msg) VALUES ('r', 'ana', 'open', 'm1', '', '', '', '{}')`); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	s, err := OpenStore(path)
+	if err != nil {
+		t.Fatalf("open an old store: %v", err)
+	}
+	defer s.Close()
+	regs, err := s.Registrations(context.Background(), "ana")
+	if err != nil || len(regs) != 1 || regs[0].StartMessage != "m1" || regs[0].Correlation != "" {
+		t.Fatalf("registrations = %+v, %v", regs, err)
+	}
+}

@@ -50,7 +50,7 @@ func (r *Runner) trackOpen(ctx context.Context, f *frame) error {
 			continue
 		}
 		now := time.Now()
-		reg := &Registration{Tracker: t.Name, ID: id, State: RegOpen, StartMessage: f.id, OpenedAt: now,
+		reg := &Registration{Tracker: t.Name, ID: id, State: RegOpen, StartMessage: f.id, Correlation: f.corr, OpenedAt: now,
 			DeadlineAt: now.Add(t.Deadline), WaitingFor: r.waitingFor(f.key), Msg: cloneMessage(f.msg)}
 		opened, err := store.OpenRegistration(ctx, reg)
 		if err != nil {
@@ -145,7 +145,7 @@ func (r *Runner) TimeOut(ctx context.Context, t *Tracker, reg Registration) erro
 	msg := cloneMessage(reg.Msg)
 	setErrmsg(msg, append(errmsgOf(msg),
 		fmt.Sprintf("timeout: no answer within %s; waiting for %s", t.Deadline, reg.WaitingFor)))
-	f := &frame{p: t.pipeline, id: "timeout:" + reg.StartMessage, msg: msg, timeout: true}
+	f := &frame{p: t.pipeline, id: "timeout:" + reg.StartMessage, corr: reg.Correlation, msg: msg, timeout: true}
 	for _, s := range t.OnTimeout {
 		sr, err := r.runStep(ctx, f, s)
 		if err != nil {
