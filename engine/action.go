@@ -115,7 +115,8 @@ type Call struct {
 	Log         *slog.Logger
 
 	env        map[string]any
-	maxBody    int // broker.max_body: what publishing may not exceed
+	maxBody    int    // broker.max_body: what publishing may not exceed
+	origin     string // the request the delivery descends from (HeaderOrigin)
 	mayPublish func(ctx context.Context, key, id string) (bool, error)
 
 	hadErrmsg, hadSuccess bool // the delivered message carried them

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1087,5 +1088,80 @@ func TestEngineStopsWhenStoreGone(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the engine kept running for 10s after its store was removed")
+	}
+}
+
+// TestLateAnswerAfterNewRequest: a user's request times out and is
+// answered so; the user asks again and the new request is answered; the
+// first request's own answer, arriving late after that, is recorded and
+// not published. Two requests, two answers.
+func TestLateAnswerAfterNewRequest(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(dir+"/p.hcl", []byte(`
+broker {
+  exchange     = env("REGFLOW_EXCHANGE")
+  queue_prefix = env("REGFLOW_QUEUE_PREFIX")
+}
+message {
+  username  = string
+  queuename = string
+  delay     = string
+}
+track "registration" {
+  id       = "{{ msg.username }}"
+  start    = ["request.*"]
+  finish   = ["completed.*"]
+  deadline = "1s"
+  on_timeout {
+    publish "reply" { routing_key = "completed.{{ msg.queuename }}" }
+  }
+}
+pipeline "first" {
+  on = ["request.*"]
+  publish "verify" { routing_key = "verify.{{ msg.queuename }}" }
+}
+pipeline "slow" {
+  on = ["verify.*"]
+  exec "wait" { command = ["sleep", "{{ msg.delay }}"] }
+  publish "done" { routing_key = "completed.{{ msg.queuename }}" }
+}`), 0o644)
+	le := startEngine(t, dir)
+	conn := dialTest(t)
+	ch, _ := conn.Channel()
+	q, _ := ch.QueueDeclare("", false, true, true, false, nil)
+	ch.QueueBind(q.Name, "completed.*", le.exchange, false, nil)
+	publish := func(id, delay string) {
+		ch.PublishWithContext(context.Background(), le.exchange, "request.ana", false, false,
+			amqp.Publishing{Body: []byte(`{"username":"ana","queuename":"ana","delay":"` + delay + `"}`), MessageId: id})
+	}
+	publish("req-1", "2.5")
+	time.Sleep(1300 * time.Millisecond) // past the first deadline
+	publish("req-2", "0")
+
+	var answers []string
+	for start := time.Now(); time.Since(start) < 4*time.Second; {
+		d, ok, err := ch.Get(q.Name, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		m, _ := engine.DecodeMessage(d.Body)
+		answers = append(answers, fmt.Sprintf("success=%v errmsg=%v", m["success"], m["errmsg"]))
+	}
+	want := []string{
+		"success=false errmsg=[timeout: no answer within 1s; waiting for slow (verify.ana)]",
+		"success=true errmsg=[]",
+	}
+	if !reflect.DeepEqual(answers, want) {
+		t.Fatalf("answers on completed.ana:\n%s\nwant the timeout and the second request's answer only:\n%s",
+			strings.Join(answers, "\n"), strings.Join(want, "\n"))
+	}
+	regs, err := le.svc.Store.Registrations(context.Background(), "ana")
+	if err != nil || len(regs) != 1 || regs[0].State != engine.RegDone ||
+		!strings.Contains(regs[0].Late, "slow/done answered on completed.ana") {
+		t.Fatalf("registrations = %+v, %v; want done, with the first request's answer noted as late", regs, err)
 	}
 }

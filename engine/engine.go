@@ -355,7 +355,7 @@ func (e *Engine) handle(ctx context.Context, p *Pipeline, d amqp.Delivery) {
 	}
 	res, err := e.runner.Handle(ctx, p, &Delivery{
 		RoutingKey: key, MessageID: d.MessageId, Correlation: d.CorrelationId, Body: d.Body,
-		Redelivered: d.Redelivered, Hops: headerInt(d.Headers[HeaderHops])})
+		Redelivered: d.Redelivered, Hops: headerInt(d.Headers[HeaderHops]), Origin: headerString(d.Headers[HeaderOrigin])})
 	log = log.With("message_id", res.MessageID)
 	if username, ok := res.Msg["username"].(string); ok {
 		log = log.With("username", username)
@@ -388,6 +388,12 @@ func (e *Engine) handle(ctx context.Context, p *Pipeline, d amqp.Delivery) {
 	if err := d.Ack(false); err != nil {
 		log.Warn("ack failed; the message will be redelivered and replayed from the journal", "error", err.Error())
 	}
+}
+
+// headerString reads a text header; anything else counts as absent.
+func headerString(v any) string {
+	s, _ := v.(string)
+	return s
 }
 
 // headerInt reads a whole-number header, as any AMQP client may encode
@@ -451,6 +457,10 @@ const (
 	// HeaderHops counts the pipelines a message passed through, one
 	// publishing to the next; see MaxHops.
 	HeaderHops = "x-regflow-hops"
+
+	// HeaderOrigin names the request a message descends from, so that the
+	// answer it leads to is matched to that request's registration.
+	HeaderOrigin = "x-regflow-origin"
 )
 
 func (e *Engine) deadLetter(ctx context.Context, p *Pipeline, d amqp.Delivery, res *Result) error {

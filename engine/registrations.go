@@ -94,34 +94,46 @@ WHERE registrations.state != 'open' AND registrations.start_message != excluded.
 	return opened, err
 }
 
-// CloseRegistration records that the answer with message id by is about
-// to be published. It reports whether the answer may go out: yes unless
-// the registration timed out, whose answer on_timeout gave already. A
+// CloseRegistration records that the answer with message id by, which
+// descends from the request origin ("" when unknown), is about to be
+// published. It reports whether the answer may go out: not when the
+// request it answers timed out, since on_timeout answered it already. A
 // registration answered already may be answered again: a second request
 // that arrived while the first was open waits for an answer of its own.
-// state is the registration's state before the call, "" when it is not
-// tracked.
-func (s *Store) CloseRegistration(ctx context.Context, tracker, id, by string) (state string, ok bool, err error) {
+// An answer to another request than the one that opened the registration
+// leaves the registration as it is. state is the registration's state
+// before the call, "" when it is not tracked; closed says whether this
+// call closed it.
+func (s *Store) CloseRegistration(ctx context.Context, tracker, id, by, origin string) (state string, ok, closed bool, err error) {
 	err = s.write(ctx, func(tx *wtx) error {
-		err := tx.QueryRow(`SELECT state FROM registrations WHERE tracker = ? AND id = ?`,
-			tracker, id).Scan(&state)
+		var start string
+		err := tx.QueryRow(`SELECT state, start_message FROM registrations WHERE tracker = ? AND id = ?`,
+			tracker, id).Scan(&state, &start)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			state, ok = "", true
 			return nil
 		case err != nil:
 			return storeErr("read registration", err)
+		case origin != "" && origin != start:
+			// The answer to an earlier request of the same user, late if
+			// that request timed out.
+			var n int
+			err := tx.QueryRow(`SELECT count(*) FROM timed_out WHERE tracker = ? AND id = ? AND start_message = ?`,
+				tracker, id, origin).Scan(&n)
+			ok = n == 0
+			return storeErr("read registration", err)
 		case state == RegOpen:
 			now := formatTime(time.Now())
 			_, err = tx.Exec(`UPDATE registrations SET state = 'done', closed_at = ?, closed_by = ?,
 				updated_at = ? WHERE tracker = ? AND id = ?`, now, by, now, tracker, id)
-			ok = err == nil
+			ok, closed = err == nil, err == nil
 			return storeErr("close registration", err)
 		}
 		ok = state != RegTimedOut
 		return nil
 	})
-	return state, ok, err
+	return state, ok, closed, err
 }
 
 // TimeOutRegistration marks the registration opened by startMessage as
@@ -137,8 +149,13 @@ func (s *Store) TimeOutRegistration(ctx context.Context, tracker, id, startMessa
 			return storeErr("time out registration", err)
 		}
 		n, _ := res.RowsAffected()
-		won = n > 0
-		return nil
+		if won = n > 0; won {
+			// Kept past a new request of the same user, so that this
+			// request's late answer is still known as late then.
+			_, err = tx.Exec(`INSERT OR IGNORE INTO timed_out (tracker, id, start_message, at) VALUES (?, ?, ?, ?)`,
+				tracker, id, startMessage, now)
+		}
+		return storeErr("time out registration", err)
 	})
 	return won, err
 }

@@ -55,6 +55,10 @@ type Delivery struct {
 	Body        []byte
 	Redelivered bool
 	Hops        int // pipelines the message passed through before (HeaderHops)
+
+	// Origin is the identity of the request a chain of messages began
+	// with (HeaderOrigin), so that an answer finds its registration.
+	Origin string
 }
 
 // MaxHops is how many pipelines a message may pass through, one publishing
@@ -168,6 +172,7 @@ func (r *Runner) handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 	}
 	res.Msg = msg
 	f := &frame{p: p, id: id, key: d.RoutingKey, corr: d.Correlation, hops: d.Hops, msg: msg,
+		origin: r.originOf(d, id),
 		budget: time.Now().Add(r.Config.Broker.ConsumerTimeout * 9 / 10)}
 	if r.Svc.Store != nil {
 		if f.journal, err = r.Svc.Store.JournalScope(ctx, p.Name+"/"+id); err != nil {
@@ -271,14 +276,28 @@ func (r *Runner) submission(ctx context.Context, p *Pipeline, digest string, red
 	return id, err
 }
 
+// originOf is the request a delivery descends from: itself when its key
+// opens a tracked registration, else the origin it carried.
+func (r *Runner) originOf(d *Delivery, id string) string {
+	for _, t := range r.Config.Trackers {
+		if matchesAny(t.Start, d.RoutingKey) {
+			return id
+		}
+	}
+	return d.Origin
+}
+
 // frame is what every step of one delivery shares.
 type frame struct {
 	p    *Pipeline
 	id   string // message identity
 	key  string
 	corr string
-	hops int
-	msg  Message
+	// origin is the request this message descends from: its own identity
+	// when it opens registrations, else what it carried; "" when unknown.
+	origin string
+	hops   int
+	msg    Message
 
 	// whether the delivered message carried errmsg and success, which
 	// every pipeline sets
@@ -411,7 +430,7 @@ func (r *Runner) step(ctx context.Context, f *frame, s *Step) (StepResult, error
 		}
 	}
 
-	call := &Call{Msg: msg, RoutingKey: f.key, MessageID: f.id, Correlation: f.corr, Hops: f.hops,
+	call := &Call{Msg: msg, RoutingKey: f.key, MessageID: f.id, Correlation: f.corr, Hops: f.hops, origin: f.origin,
 		maxBody:  r.Config.Broker.MaxBody,
 		Pipeline: f.p.Name, hadErrmsg: f.hadErrmsg || f.timeout, hadSuccess: f.hadSuccess || f.timeout,
 		Step: s.Name, Svc: r.Svc, Log: r.Svc.Logger.With("pipeline", f.p.Name, "step", s.Name, "message_id", f.id)}

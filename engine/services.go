@@ -169,6 +169,9 @@ func (c *Call) Publish(ctx context.Context, exchange, key string, body Message) 
 		Body:        data,
 		Headers:     map[string]any{HeaderHops: int32(c.Hops + 1)},
 	}
+	if c.origin != "" {
+		out.Headers[HeaderOrigin] = c.origin
+	}
 	if c.mayPublish != nil {
 		ok, err := c.mayPublish(ctx, key, out.MessageID)
 		if err != nil {

@@ -71,7 +71,7 @@ type Simulator struct {
 // NewSimulator returns a simulator over cfg. svc.Publisher is replaced by
 // the simulator's own.
 func NewSimulator(cfg *Config, svc *Services) *Simulator {
-	pub := &memPublisher{bodies: map[string][]byte{}}
+	pub := &memPublisher{sent: map[string]*Outgoing{}}
 	svc.Publisher = pub
 	return &Simulator{cfg: cfg, runner: NewRunner(cfg, svc), pub: pub, MaxHops: 100}
 }
@@ -79,26 +79,29 @@ func NewSimulator(cfg *Config, svc *Services) *Simulator {
 // Stub replaces steps, by "pipeline/step", with canned results.
 func (s *Simulator) Stub(stubs map[string]*Stub) { s.runner.Stubs = stubs }
 
-// memPublisher keeps published bodies until the simulator routes them.
+// memPublisher keeps published messages until the simulator routes them.
 type memPublisher struct {
-	mu     sync.Mutex
-	bodies map[string][]byte // by message id
+	mu   sync.Mutex
+	sent map[string]*Outgoing // by message id
 }
 
 func (m *memPublisher) Publish(ctx context.Context, o *Outgoing) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.bodies[o.MessageID] = o.Body
+	m.sent[o.MessageID] = o
 	return nil
 }
 
-// take removes and returns the body published with id.
-func (m *memPublisher) take(id string) []byte {
+// take removes and returns the message published with id.
+func (m *memPublisher) take(id string) *Outgoing {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	b := m.bodies[id]
-	delete(m.bodies, id)
-	return b
+	o := m.sent[id]
+	delete(m.sent, id)
+	if o == nil {
+		return &Outgoing{MessageID: id}
+	}
+	return o
 }
 
 // Run publishes body on key and runs every pipeline it reaches, then every
@@ -107,12 +110,13 @@ func (s *Simulator) Run(ctx context.Context, key string, body []byte, messageID 
 	t := &Trace{near: s.near}
 	queue := []*Hop{{Exchange: s.cfg.Broker.Exchange, RoutingKey: key, Body: body}}
 	ids := []string{messageID}
+	origins := []string{""}
 	for len(queue) > 0 {
 		if len(t.Hops) >= s.MaxHops {
 			return t, fmt.Errorf("stopped after %d hops; a pipeline may publish to a key it consumes", s.MaxHops)
 		}
-		hop, id := queue[0], ids[0]
-		queue, ids = queue[1:], ids[1:]
+		hop, id, origin := queue[0], ids[0], origins[0]
+		queue, ids, origins = queue[1:], ids[1:], origins[1:]
 		t.Hops = append(t.Hops, hop)
 		if hop.Exchange != s.cfg.Broker.Exchange {
 			continue // another exchange: outside regflow's pipelines
@@ -127,16 +131,19 @@ func (s *Simulator) Run(ctx context.Context, key string, body []byte, messageID 
 				continue
 			}
 			hop.Acted = hop.Acted || !p.catchAll()
-			res, err := s.runner.Handle(ctx, p, &Delivery{RoutingKey: hop.RoutingKey, MessageID: id, Body: hop.Body})
+			res, err := s.runner.Handle(ctx, p, &Delivery{RoutingKey: hop.RoutingKey, MessageID: id, Body: hop.Body,
+				Origin: origin})
 			if err != nil {
 				return t, fmt.Errorf("pipeline %s: %w", p.Name, err)
 			}
 			hop.Results = append(hop.Results, res)
 			for _, sr := range res.Steps {
 				for _, pb := range sr.Published {
+					o := s.pub.take(pb.MessageID)
 					queue = append(queue, &Hop{Exchange: pb.Exchange, RoutingKey: pb.RoutingKey,
-						From: p.Name + "/" + sr.Step, Body: s.pub.take(pb.MessageID)})
+						From: p.Name + "/" + sr.Step, Body: o.Body})
 					ids = append(ids, pb.MessageID)
+					origins = append(origins, headerString(o.Headers[HeaderOrigin]))
 				}
 			}
 		}

@@ -189,6 +189,13 @@ CREATE TABLE IF NOT EXISTS registrations (
 	corr          TEXT NOT NULL DEFAULT '',
 	PRIMARY KEY (tracker, id)
 );
+CREATE TABLE IF NOT EXISTS timed_out (
+	tracker       TEXT NOT NULL,
+	id            TEXT NOT NULL,
+	start_message TEXT NOT NULL,
+	at            TEXT NOT NULL,
+	PRIMARY KEY (tracker, id, start_message)
+);
 CREATE TABLE IF NOT EXISTS registration_steps (
 	tracker  TEXT NOT NULL,
 	id       TEXT NOT NULL,

@@ -103,7 +103,7 @@ func (r *Runner) trackPublish(ctx context.Context, f *frame, step, key, msgID st
 			f.record.Waiting = append(f.record.Waiting, Waiting{Tracker: t.Name, ID: id, For: r.waitingFor(key)})
 			continue
 		}
-		state, ok, err := store.CloseRegistration(ctx, t.Name, id, msgID)
+		state, ok, closed, err := store.CloseRegistration(ctx, t.Name, id, msgID, f.origin)
 		if err != nil {
 			return false, err
 		}
@@ -116,7 +116,7 @@ func (r *Runner) trackPublish(ctx context.Context, f *frame, step, key, msgID st
 				"pipeline", f.p.Name, "step", step, "routing_key", key, "registration", id, "state", state)
 			return false, nil
 		}
-		if state == RegOpen && r.onClose != nil {
+		if closed && r.onClose != nil {
 			r.onClose(t, id)
 		}
 	}
