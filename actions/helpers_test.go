@@ -257,6 +257,19 @@ func wantOK(t *testing.T, res *engine.Result, name string) engine.StepResult {
 }
 
 // wantFailed asserts that the step failed with exactly the error want.
+// wantOutcome checks the step against a table's wantErr: ok when it is
+// empty, else failed with exactly that error. It reports whether the step
+// was to fail.
+func wantOutcome(t *testing.T, res *engine.Result, name, wantErr string) bool {
+	t.Helper()
+	if wantErr == "" {
+		wantOK(t, res, name)
+		return false
+	}
+	wantFailed(t, res, name, wantErr)
+	return true
+}
+
 func wantFailed(t *testing.T, res *engine.Result, name, want string) engine.StepResult {
 	t.Helper()
 	s := stepOf(t, res, name)

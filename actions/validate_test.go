@@ -107,11 +107,7 @@ pipeline "register" {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, pipeline)
 			res := e.run("register", "request."+tt.username, request(tt.username))
-			if tt.wantErr == "" {
-				wantOK(t, res, "request")
-				return
-			}
-			wantFailed(t, res, "request", tt.wantErr)
+			wantOutcome(t, res, "request", tt.wantErr)
 		})
 	}
 }
@@ -360,11 +356,7 @@ pipeline "register" {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res := e.run("register", "request.ana", request("ana", tt.kv...))
-			if tt.wantErr == "" {
-				wantOK(t, res, "request")
-				return
-			}
-			wantFailed(t, res, "request", tt.wantErr)
+			wantOutcome(t, res, "request", tt.wantErr)
 		})
 	}
 }
@@ -458,11 +450,7 @@ pipeline "register" {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, pipeline)
 			res := e.run("register", "request.x", request("ana.lima", "queuename", tt.queuename))
-			if tt.wantErr == "" {
-				wantOK(t, res, "request")
-				return
-			}
-			wantFailed(t, res, "request", tt.wantErr)
+			wantOutcome(t, res, "request", tt.wantErr)
 		})
 	}
 }
@@ -555,11 +543,9 @@ func TestValidateLengths(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, registerPipeline)
 			res := e.run("register", "request.ana", request("ana", tt.field, tt.value))
-			if tt.wantErr == "" {
-				wantOK(t, res, "request")
+			if !wantOutcome(t, res, "request", tt.wantErr) {
 				return
 			}
-			wantFailed(t, res, "request", tt.wantErr)
 			wantUntouched(t, e)
 		})
 	}

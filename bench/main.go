@@ -568,16 +568,7 @@ func simulate(tmp string, r *Results) error {
 		defer svc.Store.Close()
 		sim := engine.NewSimulator(cfg, svc)
 		if stubbed {
-			stubs := map[string]*engine.Stub{}
-			for _, p := range cfg.Pipelines {
-				for _, s := range append(append([]*engine.Step{}, p.Steps...), p.OnFailure...) {
-					switch s.Action {
-					case "git_commit", "send_email", "subscribe_list", "log_event", "exec":
-						stubs[p.Name+"/"+s.Name] = &engine.Stub{}
-					}
-				}
-			}
-			sim.Stub(stubs)
+			sim.StubActions("git_commit", "send_email", "subscribe_list", "log_event", "exec")
 		}
 		start := time.Now()
 		hops := 0

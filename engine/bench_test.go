@@ -13,7 +13,14 @@ import (
 // BenchmarkSimulateRegistration runs one registration through the shipped
 // pipelines in-process per iteration: four messages, twelve steps, a git
 // commit, three mails to the outbox.
-func BenchmarkSimulateRegistration(b *testing.B) {
+func BenchmarkSimulateRegistration(b *testing.B) { benchSimulate(b, false) }
+
+// BenchmarkSimulateEngine is BenchmarkSimulateRegistration with the steps
+// that write files stubbed and the store in memory: what the engine itself
+// costs per registration.
+func BenchmarkSimulateEngine(b *testing.B) { benchSimulate(b, true) }
+
+func benchSimulate(b *testing.B, engineOnly bool) {
 	cfg, _, diags := engine.Load([]string{"../pipelines"}, actions.Registry())
 	if diags.HasErrors() {
 		b.Fatal(diags)
@@ -22,45 +29,17 @@ func BenchmarkSimulateRegistration(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer svc.Store.Close()
-	sim := engine.NewSimulator(cfg, svc)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		u := fmt.Sprintf("u%07d", i)
-		body := fmt.Sprintf(`{"username":%q,"queuename":%q,"email":"%s@example.org","fullname":"U","reason":"r"}`, u, u, u)
-		if _, err := sim.Run(context.Background(), "request."+u, []byte(body), u); err != nil {
+	if engineOnly {
+		svc.Store.Close()
+		if svc.Store, err = engine.OpenMemoryStore("bench"); err != nil {
 			b.Fatal(err)
 		}
 	}
-}
-
-// BenchmarkSimulateEngine is BenchmarkSimulateRegistration with the steps
-// that write files stubbed: what the engine itself costs per registration.
-func BenchmarkSimulateEngine(b *testing.B) {
-	cfg, _, diags := engine.Load([]string{"../pipelines"}, actions.Registry())
-	if diags.HasErrors() {
-		b.Fatal(diags)
-	}
-	svc, err := engine.Sandbox(cfg, b.TempDir(), nil, slog.New(slog.DiscardHandler))
-	if err != nil {
-		b.Fatal(err)
-	}
-	svc.Store.Close()
-	if svc.Store, err = engine.OpenMemoryStore("bench"); err != nil {
-		b.Fatal(err)
-	}
 	defer svc.Store.Close()
 	sim := engine.NewSimulator(cfg, svc)
-	stubs := map[string]*engine.Stub{}
-	for _, p := range cfg.Pipelines {
-		for _, s := range append(append([]*engine.Step{}, p.Steps...), p.OnFailure...) {
-			switch s.Action {
-			case "git_commit", "send_email", "subscribe_list", "log_event", "exec":
-				stubs[p.Name+"/"+s.Name] = &engine.Stub{}
-			}
-		}
+	if engineOnly {
+		sim.StubActions("git_commit", "send_email", "subscribe_list", "log_event", "exec")
 	}
-	sim.Stub(stubs)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		u := fmt.Sprintf("u%07d", i)

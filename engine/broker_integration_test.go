@@ -208,6 +208,54 @@ func startEngineWith(t *testing.T, adjust func(*liveEngine), paths ...string) *l
 	return le
 }
 
+// testBrokerHCL is the broker block of the tests' own configurations: the
+// exchange and queue prefix startEngineWith sets for each test.
+const testBrokerHCL = `
+broker {
+  exchange     = env("REGFLOW_EXCHANGE")
+  queue_prefix = env("REGFLOW_QUEUE_PREFIX")
+}`
+
+// trackHCL is a track block that answers a registration on completed.<q>
+// when its deadline passes.
+func trackHCL(deadline string) string {
+	return `track "registration" {
+  id       = "{{ msg.username }}"
+  start    = ["request.*"]
+  finish   = ["completed.*"]
+  deadline = "` + deadline + `"
+  on_timeout {
+    publish "reply" { routing_key = "completed.{{ msg.queuename }}" }
+  }
+}
+`
+}
+
+// arrival is a message got from a queue, and when, counted from the
+// start of collect.
+type arrival struct {
+	amqp.Delivery
+	after time.Duration
+}
+
+// collect takes every message that reaches queue within d.
+func collect(t *testing.T, ch *amqp.Channel, queue string, d time.Duration) []arrival {
+	t.Helper()
+	var got []arrival
+	for start := time.Now(); time.Since(start) < d; {
+		m, ok, err := ch.Get(queue, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		got = append(got, arrival{m, time.Since(start)})
+	}
+	return got
+}
+
 func (le *liveEngine) stop(t *testing.T) {
 	if le.cancel == nil {
 		return
@@ -445,11 +493,7 @@ func sorted(s []string) []string {
 // published and the input acknowledged before Run returns nil.
 func TestEngineDrainsOnShutdown(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(dir+"/p.hcl", []byte(`
-broker {
-  exchange     = env("REGFLOW_EXCHANGE")
-  queue_prefix = env("REGFLOW_QUEUE_PREFIX")
-}
+	os.WriteFile(dir+"/p.hcl", []byte(testBrokerHCL+`
 message { username = string }
 pipeline "slow" {
   on = ["slow.*"]
@@ -493,11 +537,7 @@ pipeline "slow" {
 func TestDeadLetterReplay(t *testing.T) {
 	dir := t.TempDir()
 	flag := dir + "/ready"
-	os.WriteFile(dir+"/p.hcl", []byte(`
-broker {
-  exchange     = env("REGFLOW_EXCHANGE")
-  queue_prefix = env("REGFLOW_QUEUE_PREFIX")
-}
+	os.WriteFile(dir+"/p.hcl", []byte(testBrokerHCL+`
 message { username = string }
 pipeline "needs_flag" {
   on = ["job.*"]
@@ -576,25 +616,12 @@ pipeline "needs_flag" {
 // report that follows completed.<q> is sent once.
 func TestRegistrationDeadline(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(dir+"/p.hcl", []byte(`
-broker {
-  exchange     = env("REGFLOW_EXCHANGE")
-  queue_prefix = env("REGFLOW_QUEUE_PREFIX")
-}
+	os.WriteFile(dir+"/p.hcl", []byte(testBrokerHCL+`
 message {
   username  = string
   queuename = string
 }
-track "registration" {
-  id       = "{{ msg.username }}"
-  start    = ["request.*"]
-  finish   = ["completed.*"]
-  deadline = "1s"
-  on_timeout {
-    publish "reply" { routing_key = "completed.{{ msg.queuename }}" }
-  }
-}
-pipeline "first" {
+`+trackHCL("1s")+`pipeline "first" {
   on = ["request.*"]
   publish "verify" { routing_key = "verify.{{ msg.queuename }}" }
 }
@@ -616,33 +643,20 @@ pipeline "report" {
 	ch, _ := conn.Channel()
 	q, _ := ch.QueueDeclare("", false, true, true, false, nil)
 	ch.QueueBind(q.Name, "completed.*", le.exchange, false, nil)
-	start := time.Now()
 	ch.PublishWithContext(context.Background(), le.exchange, "request.ana", false, false,
 		amqp.Publishing{Body: []byte(`{"username":"ana","queuename":"ana"}`), MessageId: "req-1",
 			CorrelationId: "form-42"})
 
+	got := collect(t, ch, q.Name, 5*time.Second)
 	var answers []engine.Message
-	var first time.Duration
-	var corr string
-	for time.Since(start) < 5*time.Second {
-		d, ok, err := ch.Get(q.Name, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok {
-			time.Sleep(50 * time.Millisecond)
-			continue
-		}
+	for _, d := range got {
 		m, _ := engine.DecodeMessage(d.Body)
-		if len(answers) == 0 {
-			first = time.Since(start)
-			corr = d.CorrelationId
-		}
 		answers = append(answers, m)
 	}
 	if len(answers) != 1 {
 		t.Fatalf("%d completed messages, want exactly 1: %v", len(answers), answers)
 	}
+	first, corr := got[0].after, got[0].CorrelationId
 	if first < time.Second || first > 2*time.Second {
 		t.Errorf("the timeout answer came after %s, want about 1s", first)
 	}
@@ -713,26 +727,13 @@ func TestQueueArgumentMismatch(t *testing.T) {
 // answer of their own.
 func TestRegistrationAnsweredPerRequest(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(dir+"/p.hcl", []byte(`
-broker {
-  exchange     = env("REGFLOW_EXCHANGE")
-  queue_prefix = env("REGFLOW_QUEUE_PREFIX")
-}
+	os.WriteFile(dir+"/p.hcl", []byte(testBrokerHCL+`
 message {
   username  = string
   queuename = string
   asked     = string
 }
-track "registration" {
-  id       = "{{ msg.username }}"
-  start    = ["request.*"]
-  finish   = ["completed.*"]
-  deadline = "30s"
-  on_timeout {
-    publish "reply" { routing_key = "completed.{{ msg.queuename }}" }
-  }
-}
-pipeline "slow" {
+`+trackHCL("30s")+`pipeline "slow" {
   on = ["request.*"]
   exec "wait" { command = ["sleep", "0.5"] }
   publish "done" { routing_key = "completed.{{ msg.queuename }}" }
@@ -778,11 +779,7 @@ pipeline "slow" {
 // declared again by a new session; messages flow again without a restart.
 func TestTopologyRepaired(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(dir+"/p.hcl", []byte(`
-broker {
-  exchange     = env("REGFLOW_EXCHANGE")
-  queue_prefix = env("REGFLOW_QUEUE_PREFIX")
-}
+	os.WriteFile(dir+"/p.hcl", []byte(testBrokerHCL+`
 message {
   username  = string
   queuename = string
@@ -872,11 +869,7 @@ func (le *liveEngine) waitLog(text string, within time.Duration) bool {
 // pipelines: the message is dead-lettered with a reason naming the loop.
 func TestHopLimit(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(dir+"/p.hcl", []byte(`
-broker {
-  exchange     = env("REGFLOW_EXCHANGE")
-  queue_prefix = env("REGFLOW_QUEUE_PREFIX")
-}
+	os.WriteFile(dir+"/p.hcl", []byte(testBrokerHCL+`
 message {
   username  = string
   queuename = string
@@ -926,25 +919,12 @@ pipeline "pong" {
 // answer: the overdue deadline waits until the queue was read.
 func TestDeadlinePassedWhileDown(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(dir+"/p.hcl", []byte(`
-broker {
-  exchange     = env("REGFLOW_EXCHANGE")
-  queue_prefix = env("REGFLOW_QUEUE_PREFIX")
-}
+	os.WriteFile(dir+"/p.hcl", []byte(testBrokerHCL+`
 message {
   username  = string
   queuename = string
 }
-track "registration" {
-  id       = "{{ msg.username }}"
-  start    = ["request.*"]
-  finish   = ["completed.*"]
-  deadline = "1m"
-  on_timeout {
-    publish "reply" { routing_key = "completed.{{ msg.queuename }}" }
-  }
-}
-pipeline "finish" {
+`+trackHCL("1m")+`pipeline "finish" {
   on = ["verify.*"]
   publish "done" { routing_key = "completed.{{ msg.queuename }}" }
 }`), 0o644)
@@ -971,15 +951,7 @@ pipeline "finish" {
 	}, dir)
 
 	var answers []engine.Message
-	for start := time.Now(); time.Since(start) < 8*time.Second; {
-		d, ok, err := ch.Get(q.Name, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok {
-			time.Sleep(50 * time.Millisecond)
-			continue
-		}
+	for _, d := range collect(t, ch, q.Name, 8*time.Second) {
 		m, _ := engine.DecodeMessage(d.Body)
 		answers = append(answers, m)
 	}
@@ -1097,26 +1069,13 @@ func TestEngineStopsWhenStoreGone(t *testing.T) {
 // not published. Two requests, two answers.
 func TestLateAnswerAfterNewRequest(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(dir+"/p.hcl", []byte(`
-broker {
-  exchange     = env("REGFLOW_EXCHANGE")
-  queue_prefix = env("REGFLOW_QUEUE_PREFIX")
-}
+	os.WriteFile(dir+"/p.hcl", []byte(testBrokerHCL+`
 message {
   username  = string
   queuename = string
   delay     = string
 }
-track "registration" {
-  id       = "{{ msg.username }}"
-  start    = ["request.*"]
-  finish   = ["completed.*"]
-  deadline = "1s"
-  on_timeout {
-    publish "reply" { routing_key = "completed.{{ msg.queuename }}" }
-  }
-}
-pipeline "first" {
+`+trackHCL("1s")+`pipeline "first" {
   on = ["request.*"]
   publish "verify" { routing_key = "verify.{{ msg.queuename }}" }
 }
@@ -1139,15 +1098,7 @@ pipeline "slow" {
 	publish("req-2", "0")
 
 	var answers []string
-	for start := time.Now(); time.Since(start) < 4*time.Second; {
-		d, ok, err := ch.Get(q.Name, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok {
-			time.Sleep(50 * time.Millisecond)
-			continue
-		}
+	for _, d := range collect(t, ch, q.Name, 4*time.Second) {
 		m, _ := engine.DecodeMessage(d.Body)
 		answers = append(answers, fmt.Sprintf("success=%v errmsg=%v", m["success"], m["errmsg"]))
 	}

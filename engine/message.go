@@ -64,7 +64,9 @@ func decodeObject(body []byte, msg *Message) error {
 		if err := checkNumbers(m[k], k); err != nil {
 			problem = cmp.Or(problem, err)
 			drop[k] = true
-			problems = append(problems, strings.Replace(strings.TrimPrefix(err.Error(), "field "), `"`, "", 2))
+			if n, ok := err.(*numberOutOfRange); ok {
+				problems = append(problems, n.path+": "+n.problem())
+			}
 		}
 	}
 	for k, v := range m {
@@ -133,7 +135,7 @@ func checkNumbers(v any, path string) error {
 	switch v := v.(type) {
 	case json.Number:
 		if _, err := strconv.ParseFloat(string(v), 64); err != nil {
-			return fmt.Errorf("field %q: the number %s is out of range", path, truncate(string(v), 40))
+			return &numberOutOfRange{path: path, number: truncate(string(v), 40)}
 		}
 	case []any:
 		for _, e := range v {
@@ -150,6 +152,15 @@ func checkNumbers(v any, path string) error {
 	}
 	return nil
 }
+
+// numberOutOfRange is checkNumbers' error.
+type numberOutOfRange struct{ path, number string }
+
+func (e *numberOutOfRange) Error() string {
+	return fmt.Sprintf("field %q: %s", e.path, e.problem())
+}
+
+func (e *numberOutOfRange) problem() string { return "the number " + e.number + " is out of range" }
 
 // duplicateKey returns the path of the first key that appears twice in
 // one object of valid JSON data, "" when there is none.

@@ -27,11 +27,13 @@ type Runner struct {
 	onOpen  func(*Tracker, Registration)
 	onClose func(t *Tracker, id string)
 
-	onceMu    sync.Mutex
-	onceLocks map[string]*onceLock
+	// keyLocks make the holders of one key take turns: deliveries of one
+	// message, and steps with one once key.
+	keysMu   sync.Mutex
+	keyLocks map[string]*keyLock
 }
 
-type onceLock struct {
+type keyLock struct {
 	mu   sync.Mutex
 	refs int
 }
@@ -44,7 +46,7 @@ func NewRunner(cfg *Config, svc *Services) *Runner {
 	if svc.Commands == nil {
 		svc.Commands = OSCommands{}
 	}
-	return &Runner{Config: cfg, Svc: svc, onceLocks: map[string]*onceLock{}}
+	return &Runner{Config: cfg, Svc: svc, keyLocks: map[string]*keyLock{}}
 }
 
 // Delivery is one message handed to a pipeline.
@@ -144,7 +146,7 @@ func (r *Runner) handle(ctx context.Context, p *Pipeline, d *Delivery) (*Result,
 	// Two deliveries of the same message at once (a redelivery overtaking
 	// the original, or identical submissions) take turns: the second then
 	// replays what the first journaled instead of repeating it.
-	unlock := r.lockOnce("message:" + p.Name + "/" + id)
+	unlock := r.lockKey("message:" + p.Name + "/" + id)
 	defer unlock()
 
 	if max := r.Config.Broker.MaxBody; max > 0 && len(d.Body) > max {
@@ -402,7 +404,7 @@ func (r *Runner) step(ctx context.Context, f *frame, s *Step) (StepResult, error
 			return fail(errors.New("once: the key rendered empty"))
 		}
 		scope = "once:" + k
-		f.unlockOnce = r.lockOnce(scope)
+		f.unlockOnce = r.lockKey(scope)
 	}
 
 	store := r.Svc.Store
@@ -554,23 +556,24 @@ func backoff(r Retry, n int) time.Duration {
 	return d - time.Duration(rand.Int64N(int64(d)/4+1))
 }
 
-func (r *Runner) lockOnce(scope string) func() {
-	r.onceMu.Lock()
-	l := r.onceLocks[scope]
+// lockKey waits for the key and returns its release.
+func (r *Runner) lockKey(scope string) func() {
+	r.keysMu.Lock()
+	l := r.keyLocks[scope]
 	if l == nil {
-		l = &onceLock{}
-		r.onceLocks[scope] = l
+		l = &keyLock{}
+		r.keyLocks[scope] = l
 	}
 	l.refs++
-	r.onceMu.Unlock()
+	r.keysMu.Unlock()
 	l.mu.Lock()
 	return func() {
 		l.mu.Unlock()
-		r.onceMu.Lock()
+		r.keysMu.Lock()
 		if l.refs--; l.refs == 0 {
-			delete(r.onceLocks, scope)
+			delete(r.keyLocks, scope)
 		}
-		r.onceMu.Unlock()
+		r.keysMu.Unlock()
 	}
 }
 

@@ -490,19 +490,19 @@ pipeline "p" {
 	}
 }
 
-// handleAll delivers each body at once, concurrently, with the given
-// message ids ("" for none), and waits for all.
-func handleAll(t *testing.T, r *Runner, ids []string, bodies []string) []*Result {
+// handleAll delivers body n times at once, concurrently, the i-th with
+// the message id idOf(i), and waits for all.
+func handleAll(t *testing.T, r *Runner, n int, idOf func(int) string, body string) []*Result {
 	t.Helper()
-	res := make([]*Result, len(bodies))
-	errs := make([]error, len(bodies))
+	res := make([]*Result, n)
+	errs := make([]error, n)
 	var wg sync.WaitGroup
-	for i := range bodies {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			res[i], errs[i] = r.Handle(context.Background(), r.Config.Pipelines[0],
-				&Delivery{RoutingKey: "request.ana", MessageID: ids[i], Body: []byte(bodies[i])})
+				&Delivery{RoutingKey: "request.ana", MessageID: idOf(i), Body: []byte(body)})
 		}()
 	}
 	wg.Wait()
@@ -524,12 +524,7 @@ pipeline "p" {
   on = ["#"]
   step "slow" {}
 }`, acts)
-	ids := make([]string, 10)
-	bodies := make([]string, 10)
-	for i := range bodies {
-		ids[i], bodies[i] = "m1", `{"username":"ana"}`
-	}
-	results := handleAll(t, r, ids, bodies)
+	results := handleAll(t, r, 10, func(int) string { return "m1" }, `{"username":"ana"}`)
 	if n := acts["slow"].calls.Load(); n != 1 {
 		t.Fatalf("the step ran %d times for ten copies of one message, want 1", n)
 	}
@@ -554,13 +549,7 @@ pipeline "p" {
   on = ["#"]
   step "welcome" { once = "welcome:{{ msg.username }}" }
 }`, acts)
-	ids := make([]string, 50)
-	bodies := make([]string, 50)
-	for i := range bodies {
-		ids[i] = fmt.Sprintf("m%d", i)
-		bodies[i] = `{"username":"ana"}`
-	}
-	handleAll(t, r, ids, bodies)
+	handleAll(t, r, 50, func(i int) string { return fmt.Sprintf("m%d", i) }, `{"username":"ana"}`)
 	if n := acts["welcome"].calls.Load(); n != 1 {
 		t.Fatalf("welcome ran %d times for fifty messages, want 1", n)
 	}

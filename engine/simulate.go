@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -78,6 +79,20 @@ func NewSimulator(cfg *Config, svc *Services) *Simulator {
 
 // Stub replaces steps, by "pipeline/step", with canned results.
 func (s *Simulator) Stub(stubs map[string]*Stub) { s.runner.Stubs = stubs }
+
+// StubActions replaces every step of the named actions with one that does
+// nothing and succeeds: what is left is the engine's own cost.
+func (s *Simulator) StubActions(actions ...string) {
+	stubs := map[string]*Stub{}
+	for _, p := range s.cfg.Pipelines {
+		for _, st := range append(append([]*Step{}, p.Steps...), p.OnFailure...) {
+			if slices.Contains(actions, st.Action) {
+				stubs[p.Name+"/"+st.Name] = &Stub{}
+			}
+		}
+	}
+	s.Stub(stubs)
+}
 
 // memPublisher keeps published messages until the simulator routes them.
 type memPublisher struct {

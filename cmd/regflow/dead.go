@@ -23,9 +23,6 @@ func cmdDead(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if !*asJSON {
-		stdout = terminalSafe{stdout} // usernames and keys come from messages
-	}
 	if len(pos) == 0 || (pos[0] != "list" && pos[0] != "replay") {
 		fmt.Fprintln(stderr, "regflow dead: say list or replay")
 		fs.Usage()

@@ -20,9 +20,6 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if !*asJSON {
-		stdout = terminalSafe{stdout} // usernames and keys come from messages
-	}
 	if len(pos) > 1 {
 		fs.Usage()
 		return errUsage
