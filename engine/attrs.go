@@ -268,6 +268,11 @@ func (d *decoder) eval(e hcl.Expression) (cty.Value, hcl.Diagnostics) {
 	if v.IsNull() {
 		return cty.NilVal, hcl.Diagnostics{diag(e.Range(), "Null value", "This argument needs a value.")}
 	}
+	if !v.IsWhollyKnown() {
+		// What the parser salvaged from a syntax error, such as "-" alone.
+		return cty.NilVal, hcl.Diagnostics{diag(e.Range(), "Incomplete value",
+			"This argument's value cannot be worked out; look for a syntax error in it.")}
+	}
 	return v, nil
 }
 
