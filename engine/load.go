@@ -873,7 +873,9 @@ func (l *loader) decodeStep(dec *decoder, p *Pipeline, blk *hclsyntax.Block, spe
 		retrySeen = &rb.TypeRange
 		l.decodeRetry(dec, rb, &s.Retry)
 	}
-	broken := len(l.diags) > before && l.diags[before:].HasErrors()
+	// A step cut short by a syntax error may lack what New relies on, with no
+	// error of its own saying so (see cutShort).
+	broken := len(l.diags) > before && l.diags[before:].HasErrors() || l.cutShort(blk.Range())
 	if broken {
 		// New still checks the attributes that did decode, so that one run
 		// reports them all; what it says about the others is dropped.
